@@ -1,0 +1,80 @@
+"""The pushgen store: one SQLite file, opened and migrated in one place.
+
+Every SQL statement in pushgen lives in this package: ``schema`` (tables and migrations),
+``catalog`` (users, items, events), ``ranking`` (models, campaigns, recommendations),
+``drafts`` (drafts, LLM cache) and ``reviews`` (review events, exports). Other modules
+call these functions and never write SQL themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..errors import PushgenError
+from .schema import migrations
+
+DEFAULT_DB = "pushgen.db"
+
+
+class StoreError(PushgenError):
+    """A problem with the database the user can act on (missing file, bad state...)."""
+
+
+def default_db_path() -> Path:
+    """``$PUSHGEN_DB`` if set, else ``./pushgen.db``."""
+    return Path(os.environ.get("PUSHGEN_DB") or DEFAULT_DB)
+
+
+def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Database:
+    """Open (creating if needed) and migrate the database at ``path``.
+
+    WAL journal and foreign keys are switched on for every connection.
+    """
+    p = Path(path) if path is not None else default_db_path()
+    if not create and not p.exists():
+        raise StoreError(f"{p}: no such database (run `pushgen demo` or `pushgen import` first)")
+    if p.parent and not p.parent.exists():
+        raise StoreError(f"{p}: folder {p.parent} does not exist")
+    db = Database(p)
+    db.conn.execute("PRAGMA busy_timeout = 10000")
+    db.enable_wal()
+    db.conn.execute("PRAGMA foreign_keys = ON")
+    migrations.apply(db)
+    return db
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO 8601 with seconds, e.g. ``2026-11-28T10:19:58+00:00``."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def dumps(obj: Any) -> str:
+    """JSON for storage: UTF-8 kept readable (Chinese stays Chinese), stable key order."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    return default if text is None or text == "" else json.loads(text)
+
+
+def db_folder(db: Database) -> Path:
+    """Folder holding the database file (model artifacts are saved next to it)."""
+    row = db.execute("PRAGMA database_list").fetchone()
+    return Path(row[2]).parent if row and row[2] else Path.cwd()
+
+
+def table_counts(db: Database) -> dict[str, int]:
+    """Row count of every pushgen table."""
+    names = ["users", "items", "events", "models", "campaigns", "recommendations",
+             "drafts", "review_events", "llm_cache"]
+    return {n: db.execute(f"SELECT count(*) FROM [{n}]").fetchone()[0] for n in names}
+
+
+__all__ = ["StoreError", "open_store", "default_db_path", "now_iso", "dumps", "loads",
+           "db_folder", "table_counts", "migrations", "Database"]
