@@ -96,7 +96,7 @@ def _ranking(db: Database) -> None:
         CREATE TABLE campaigns (
             id INTEGER PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
-            channel TEXT NOT NULL,       -- sms | push | email
+            channel TEXT,                -- sms | push | email (set when drafting)
             config TEXT NOT NULL DEFAULT '{}',   -- JSON of the campaign TOML
             model_id INTEGER REFERENCES models(id),
             created_at TEXT NOT NULL,
