@@ -20,7 +20,9 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except PushgenError as exc:
-            raise click.ClickException(str(exc)) from None
+            # Typer bundles its own click, so a click.ClickException would not be caught.
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
 
 
 def sub_app(help: str) -> typer.Typer:

@@ -1,0 +1,5 @@
+"""`python -m pushgen` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,319 @@
+"""One campaign run end to end: audience -> rank -> generate -> check -> store.
+
+Work is done in batches of users, each committed in one transaction, so an interrupted run
+(Ctrl-C, a crash, a dead endpoint) keeps every finished batch and a rerun continues with
+the users that have no draft yet. Nothing is ever drafted twice for (campaign, user, variant).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+from .config import CampaignConfig
+from .errors import PushgenError
+from .messages import CheckResult, ItemFacts, Message, MessageContext, checks_pass
+from .store import drafts as store
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class LLMOptions:
+    """Where and how to call the LLM (any OpenAI-compatible endpoint)."""
+
+    model: str
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float = 30.0
+    concurrency: int = 8
+    max_attempts: int = 4
+    temperature: float = 0.7
+
+
+@dataclass
+class DraftReport:
+    """What one ``draft_campaign`` call did."""
+
+    campaign: str
+    channel: str
+    audience: int = 0
+    drafted: int = 0
+    passed: int = 0
+    failed: int = 0
+    no_items: int = 0
+    fallbacks: int = 0
+    repaired: int = 0
+    tokens_prompt: int = 0
+    tokens_completion: int = 0
+    llm_calls: int = 0
+    ranked_by_source: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class DryRun:
+    """What an LLM run would send, without calling anything."""
+
+    audience: int
+    sample_prompts: list[list[dict[str, str]]]
+    est_prompt_tokens: int
+    est_completion_tokens: int
+
+
+def _campaign_json(config: CampaignConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config.settings)
+    data["audience"] = dataclasses.asdict(config.audience)
+    data["rank"] = dict(config.rank)
+    return data
+
+
+def _rank_rules(rank: dict[str, Any]):
+    from .ranker import RankRules
+
+    return RankRules(**{k: v for k, v in rank.items() if k != "top_k"})
+
+
+def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: list[int],
+              variants: int, skip: dict[int, set[int]]) -> tuple[list[MessageContext], int]:
+    """Message contexts for one batch; variant v leads with the v-th recommendation."""
+    from .ranker import recommendations_for
+
+    recs = recommendations_for(db, campaign_id, user_ids)
+    people = store.recipients(db, user_ids)
+    k = config.settings.items_per_message
+    out: list[MessageContext] = []
+    no_items = 0
+    for uid in user_ids:
+        items: list[ItemFacts] = recs.get(uid, [])
+        if not items:
+            no_items += 1
+            continue
+        for v in range(1, variants + 1):
+            if v in skip.get(uid, set()):
+                continue
+            shift = (v - 1) % len(items)
+            chosen = (items[shift:] + items[:shift])[:k]
+            out.append(MessageContext(recipient=people[uid], items=chosen,
+                                      settings=config.settings, variant=v))
+    return out, no_items
+
+
+def _row(campaign_id: int, ctx: MessageContext, message: Message, checks: list[CheckResult],
+         **provenance: Any) -> dict[str, Any]:
+    return {
+        "campaign_id": campaign_id, "user_id": ctx.recipient.user_id,
+        "channel": message.channel, "variant": ctx.variant, "locale": ctx.recipient.locale,
+        "content": message.fields, "items": [i.to_dict() for i in ctx.items],
+        "checks": [c.to_dict() for c in checks], "passed": checks_pass(checks), **provenance,
+    }
+
+
+class _Checker:
+    """Runs channel rules + fact guards, with the catalog indexed once per run."""
+
+    def __init__(self, db: Database) -> None:
+        from .generate.guards import store_guard
+
+        self._guard = store_guard(db)
+
+    def __call__(self, message: Message, ctx: MessageContext, forbidden: list[str]
+                 ) -> list[CheckResult]:
+        return self._guard.check(message, ctx, forbidden_values=forbidden)
+
+
+def _template_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
+                   forbidden: dict[int, list[str]], report: DraftReport) -> list[dict]:
+    from .generate.templates import render
+
+    rows = []
+    for ctx in contexts:
+        rendered = render(ctx, template=ctx.settings.template)
+        checks = check(rendered.message, ctx, forbidden.get(ctx.recipient.user_id, []))
+        rows.append(_row(campaign_id, ctx, rendered.message, checks, generator="template",
+                         template_name=f"{rendered.template_name}@{rendered.template_version}"))
+    return rows
+
+
+def _llm_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
+              forbidden: dict[int, list[str]], llm: Any, report: DraftReport,
+              progress: Progress | None) -> list[dict]:
+    """LLM drafts; a failing draft gets one repair with its failures, then the template."""
+    from .generate.templates import render
+
+    results = llm.generate_many(contexts)
+    checked: list[tuple[Any, list[CheckResult]]] = []
+    retry: dict[int, list[str]] = {}
+    for i, (ctx, res) in enumerate(zip(contexts, results)):
+        checks = (check(res.message, ctx, forbidden.get(ctx.recipient.user_id, []))
+                  if res.message is not None else [])
+        checked.append((res, checks))
+        if res.message is None or not checks_pass(checks):
+            retry[i] = ([f"{c.name}: {c.message}" for c in checks if not c.ok]
+                        or [res.error or "no valid answer"])
+    if retry:
+        idx = sorted(retry)
+        repaired = llm.generate_many([contexts[i] for i in idx],
+                                     feedback={n: retry[i] for n, i in enumerate(idx)})
+        for i, res in zip(idx, repaired):
+            first_res = checked[i][0]
+            res.tokens_prompt += first_res.tokens_prompt
+            res.tokens_completion += first_res.tokens_completion
+            ctx = contexts[i]
+            checks = (check(res.message, ctx, forbidden.get(ctx.recipient.user_id, []))
+                      if res.message is not None else [])
+            if res.message is not None and checks_pass(checks):
+                report.repaired += 1
+            checked[i] = (res, checks)
+    rows = []
+    for i, (ctx, (res, checks)) in enumerate(zip(contexts, checked)):
+        prov = {"model": res.model, "prompt_hash": res.prompt_hash,
+                "tokens_prompt": res.tokens_prompt, "tokens_completion": res.tokens_completion}
+        report.tokens_prompt += res.tokens_prompt
+        report.tokens_completion += res.tokens_completion
+        if res.message is not None and checks_pass(checks):
+            rows.append(_row(campaign_id, ctx, res.message, checks, generator="llm", **prov))
+            continue
+        why = retry.get(i, [])
+        failures = [c.name for c in checks if not c.ok] or [res.error or "no valid answer"]
+        rendered = render(ctx, template=ctx.settings.template)
+        fb_checks = check(rendered.message, ctx, forbidden.get(ctx.recipient.user_id, []))
+        report.fallbacks += 1
+        rows.append(_row(
+            campaign_id, ctx, rendered.message, fb_checks, generator="llm_fallback_template",
+            template_name=f"{rendered.template_name}@{rendered.template_version}",
+            flag=("LLM draft failed after one repair (" + "; ".join(failures)[:300]
+                  + "); template copy used instead. First failures: "
+                  + "; ".join(why)[:300]), **prov))
+    return rows
+
+
+def draft_campaign(
+    db: Database,
+    name: str,
+    config: CampaignConfig,
+    *,
+    generator: str = "template",
+    variants: int = 1,
+    regenerate: bool = False,
+    llm: LLMOptions | None = None,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+    on_audience: Callable[[int], None] | None = None,
+    llm_client: Any = None,
+) -> DraftReport:
+    """Draft ``name`` for every user of its audience who has no draft yet.
+
+    ``generator`` is ``template`` or ``llm`` (then ``llm`` says which endpoint). Rerunning
+    a finished campaign changes nothing; ``regenerate`` rewrites drafts not yet reviewed.
+    """
+    if generator not in ("template", "llm"):
+        raise PushgenError(f"unknown generator {generator!r}: use template or llm")
+    if variants < 1:
+        raise PushgenError("--variants must be at least 1")
+    started = time.perf_counter()
+    settings = config.settings
+    report = DraftReport(campaign=name, channel=settings.channel)
+    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config))
+    aud = config.audience
+    user_ids = store.audience_user_ids(
+        db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
+        profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
+        frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days,
+        include_drafted=regenerate, limit=aud.limit)
+    report.audience = len(user_ids)
+    if on_audience:
+        on_audience(len(user_ids))
+    if not user_ids:
+        report.seconds = time.perf_counter() - started
+        return report
+
+    from .ranker import rank_campaign
+
+    k = int(config.rank.get("top_k", max(settings.items_per_message, variants)))
+    summary = rank_campaign(db, name, k=k, rules=_rank_rules(config.rank), user_ids=user_ids)
+    report.ranked_by_source = dict(getattr(summary, "by_source", {}) or {})
+
+    if generator == "llm" and llm_client is None:
+        if llm is None:
+            raise PushgenError("--generator llm needs --model (and --base-url for a "
+                               "non-OpenAI endpoint)")
+        from .generate.llm import LLMGenerator
+
+        llm_client = LLMGenerator(db, **dataclasses.asdict(llm))
+    check = _Checker(db)
+    for start in range(0, len(user_ids), batch_size):
+        batch = user_ids[start:start + batch_size]
+        skip = {} if regenerate else store.existing_variants(db, campaign_id, batch)
+        contexts, no_items = _contexts(db, campaign_id, config, batch, variants, skip)
+        report.no_items += no_items
+        forbidden = store.contact_values(db, batch)
+        if generator == "template":
+            rows = _template_rows(campaign_id, contexts, check, forbidden, report)
+        else:
+            rows = _llm_rows(campaign_id, contexts, check, forbidden, llm_client, report,
+                             progress)
+        report.drafted += store.write_drafts(db, rows, regenerate=regenerate)
+        report.passed += sum(1 for r in rows if r["passed"])
+        report.failed += sum(1 for r in rows if not r["passed"])
+        if progress:
+            progress(len(batch))
+    if llm_client is not None:
+        report.llm_calls = getattr(llm_client, "calls", 0)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
+            variants: int = 1, samples: int = 2) -> DryRun:
+    """Rank the audience and build the LLM prompts, but call nothing and write no draft."""
+    from .generate.llm import LLMGenerator
+    from .ranker import rank_campaign
+
+    settings = config.settings
+    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config))
+    aud = config.audience
+    user_ids = store.audience_user_ids(
+        db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
+        profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
+        frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days, limit=aud.limit)
+    if not user_ids:
+        return DryRun(0, [], 0, 0)
+    sample_ids = user_ids[:max(samples, 1) * 20]
+    k = int(config.rank.get("top_k", max(settings.items_per_message, variants)))
+    rank_campaign(db, name, k=k, rules=_rank_rules(config.rank), user_ids=sample_ids)
+    contexts, _ = _contexts(db, campaign_id, config, sample_ids, 1, {})
+    gen = LLMGenerator(db, **dataclasses.asdict(llm))
+    prompts = gen.dry_run(contexts)
+    per_prompt = sum(len(m["content"]) for p in prompts for m in p) / max(len(prompts), 1) / 4
+    per_answer = {"sms": 60, "push": 50, "email": 450}[settings.channel]
+    n = len(user_ids) * variants
+    return DryRun(audience=len(user_ids), sample_prompts=prompts[:samples],
+                  est_prompt_tokens=int(per_prompt * n), est_completion_tokens=per_answer * n)
+
+
+def preview_message(db: Database, name: str, config: CampaignConfig, user_external_id: str,
+                    *, template_dirs: list | None = None
+                    ) -> tuple[Message, list[CheckResult], MessageContext]:
+    """Render ``config.settings.template`` for one user with fresh recommendations, checked."""
+    from .generate.templates import render
+    from .ranker import rank_campaign
+
+    uid = store.user_id(db, user_external_id)
+    if uid is None:
+        raise PushgenError(f"no user with external id {user_external_id!r}")
+    campaign_id = store.save_campaign(db, name, config.settings.channel, _campaign_json(config))
+    k = int(config.rank.get("top_k", config.settings.items_per_message))
+    rank_campaign(db, name, k=k, rules=_rank_rules(config.rank), user_ids=[uid])
+    contexts, _ = _contexts(db, campaign_id, config, [uid], 1, {})
+    if not contexts:
+        raise PushgenError(f"user {user_external_id!r} has no eligible item to recommend")
+    ctx = contexts[0]
+    rendered = render(ctx, template=config.settings.template, template_dirs=template_dirs)
+    checks = _Checker(db)(rendered.message, ctx, store.contact_values(db, [uid]).get(uid, []))
+    return rendered.message, checks, ctx

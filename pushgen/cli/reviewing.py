@@ -1,0 +1,569 @@
+"""`pushgen review ...` and `pushgen export ...`: human review of drafts, then export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .. import review as rv
+from ..channels import sms_info
+from ..errors import PushgenError
+from ..export import FORMATS, ExportReport, export_campaign
+from ..messages import CHANNEL_FIELDS
+from ..store import open_store
+from .app import DEFAULT_DB, DbOption, app, sub_app
+
+console = Console()
+
+review = sub_app("Review drafts: list, show, approve, reject, edit, or open the web page.")
+app.add_typer(review, name="review")
+export = sub_app("Export approved drafts for the sending platform (CSV, JSONL, .eml).")
+app.add_typer(export, name="export")
+
+CampaignOpt = Annotated[Optional[str], typer.Option("--campaign", "-c", help="Campaign name.")]
+ActorOpt = Annotated[Optional[str], typer.Option(
+    "--actor", help="Who is reviewing (default: $USER).", envvar="PUSHGEN_ACTOR")]
+VersionOpt = Annotated[Optional[int], typer.Option(
+    "--version", help="Refuse if the draft changed since this version (optimistic lock).")]
+
+
+def _open(db: Path):
+    return open_store(db, create=False)
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _status_style(status: str) -> str:
+    return {"draft": "yellow", "approved": "green", "rejected": "red",
+            "exported": "blue"}.get(status, "white")
+
+
+def _segment(d: rv.DraftView) -> str:
+    return " · ".join(f"{k} {v}" for k, v in d.segment.items() if v not in (None, ""))
+
+
+def copy_panel(d: rv.DraftView) -> Panel:
+    """The copy as the customer will see it."""
+    c = d.content
+    body = Text()
+    if d.channel == "sms":
+        info = sms_info(c.get("text", ""))
+        body.append(c.get("text", ""))
+        title = (f"SMS · {info.encoding} · {info.segments} segment"
+                 f"{'s' if info.segments != 1 else ''} · {info.length}/{info.limit}")
+    elif d.channel == "push":
+        body.append(c.get("title", ""), style="bold")
+        body.append("\n" + c.get("body", ""))
+        body.append(f"\n→ {c.get('deep_link', '')}", style="dim")
+        title = "App push"
+    else:
+        s = d.settings
+        body.append("From: ", style="dim")
+        body.append(f"{s.sender_name} <{s.sender_email}>\n")
+        body.append("To: ", style="dim")
+        body.append(f"{d.user_email or '(no address)'}\n")
+        body.append("Subject: ", style="dim")
+        body.append(c.get("subject", "") + "\n", style="bold")
+        body.append("Preheader: ", style="dim")
+        body.append(c.get("preheader", "") + "\n\n")
+        body.append(c.get("text", ""))
+        title = "Email (plain-text part; HTML in `pushgen review serve`)"
+    return Panel(body, title=title, title_align="left", expand=False)
+
+
+def print_draft(d: rv.DraftView, out: Console = console) -> None:
+    """Everything a reviewer needs about one draft."""
+    out.print(f"[bold]Draft {d.id}[/] · campaign {escape(d.campaign)} · {d.channel} · "
+              f"variant {d.variant} · [{_status_style(d.status)}]{d.status}[/] · "
+              f"version {d.version}")
+    who = escape(d.user_name or "(no name)")
+    out.print(f"To {who} ({escape(d.user_external_id)}) · {escape(_segment(d))}"
+              + ("" if d.consent else f" · [red]no {d.channel} consent now[/]"))
+    gen = d.generator + (f" {d.template_name}" if d.template_name else "") \
+        + (f" · model {d.model} · tokens {d.tokens_prompt}+{d.tokens_completion}"
+           if d.model else "")
+    out.print(f"[dim]Generator: {escape(gen)}[/]")
+    if d.flag:
+        out.print(f"[yellow]⚑ {escape(d.flag)}[/]")
+    out.print(copy_panel(d))
+    items = Table("sku", "title", "price", "score", "reason", title="Recommended items",
+                  title_justify="left")
+    for it in d.items:
+        price = "" if it.price is None else f"{it.current_price:.2f} {it.currency}"
+        if it.discount_pct:
+            price += f" (-{it.discount_pct}%)"
+        items.add_row(escape(it.sku), escape(it.title), price, f"{it.score:.3f}",
+                      escape(it.reason))
+    out.print(items)
+    out.print("[bold]Checks[/]")
+    for c in d.checks:
+        if c.ok:
+            out.print(f"  [green]✓[/] {c.name} [dim]{escape(c.message)}[/]")
+        else:
+            colour = "red" if c.severity == "error" else "yellow"
+            out.print(f"  [{colour}]✗ {c.name}[/] {escape(c.message)}"
+                      + (" [dim](warning)[/]" if c.severity == "warning" else ""))
+    if d.history:
+        out.print("[bold]History[/]")
+        for e in d.history:
+            reason = f" — {escape(e.reason)}" if e.reason else ""
+            out.print(f"  {e.at} {escape(e.actor)} {e.action} "
+                      f"{e.status_before}→{e.status_after}{reason}")
+
+
+def _done(msg: str) -> None:
+    console.print(f"[green]✓[/] {msg}")
+
+
+# --- editing through $EDITOR --------------------------------------------------------------
+
+_MARK = "--- {} ---"
+
+
+def edit_form(d: rv.DraftView) -> str:
+    """The draft's fields as text for $EDITOR: each field runs from its marker to the next."""
+    head = (f"# pushgen draft {d.id} ({d.channel}), version {d.version}.\n"
+            "# Change the text under each '--- field ---' line, save and close.\n"
+            "# Lines starting with '#' are ignored only above the first field.\n")
+    parts = [head]
+    for f in CHANNEL_FIELDS[d.channel]:
+        parts.append(_MARK.format(f) + "\n" + d.content.get(f, "") + "\n")
+    return "".join(parts)
+
+
+def parse_edit_form(text: str, channel: str) -> dict[str, str]:
+    """Inverse of ``edit_form``; refuses unknown or missing field markers."""
+    fields: dict[str, list[str]] = {}
+    current: str | None = None
+    known = {_MARK.format(f): f for f in CHANNEL_FIELDS[channel]}
+    for n, line in enumerate(text.splitlines(), 1):
+        marker = known.get(line.strip())
+        if marker is not None:
+            current = marker
+            fields[current] = []
+        elif current is None:
+            if line.strip() and not line.startswith("#"):
+                raise PushgenError(f"edit form line {n}: text before the first "
+                                   "'--- field ---' line")
+        else:
+            fields[current].append(line)
+    if not fields:
+        raise PushgenError("edit form has no '--- field ---' line; nothing changed")
+    return {k: "\n".join(v).rstrip("\n") for k, v in fields.items()}
+
+
+def _parse_sets(sets: list[str]) -> dict[str, str]:
+    changes: dict[str, str] = {}
+    for s in sets:
+        name, eq, value = s.partition("=")
+        if not eq or not name.strip():
+            raise PushgenError(f"--set {s!r}: use --set field=value, e.g. --set subject=Hello")
+        changes[name.strip()] = value.replace("\\n", "\n")
+    return changes
+
+
+def _print_edit(result: rv.EditResult) -> None:
+    d = result.draft
+    if not result.changed:
+        console.print(f"Draft {d.id}: nothing changed.")
+        return
+    _done(f"edited draft {d.id} ({', '.join(result.changed)}); now version {d.version}, "
+          f"status {d.status}")
+    for c in d.blocking_checks:
+        new = " (new)" if c in result.new_failures else ""
+        console.print(f"  [red]✗ {c.name}{new}[/] {escape(c.message)}")
+    if d.blocking_checks:
+        console.print("  [red]It cannot be approved until every check passes.[/]")
+    elif d.channel == "sms":
+        info = sms_info(d.content.get("text", ""))
+        console.print(f"  SMS: {info.encoding}, {info.segments} segment(s), "
+                      f"{info.length}/{info.limit}")
+
+
+def _edit_in_editor(db, d: rv.DraftView, actor: str | None, reason: str | None
+                    ) -> rv.EditResult | None:
+    text = click.edit(edit_form(d), extension=".txt", require_save=True)
+    if text is None:
+        console.print(f"Draft {d.id}: editor closed without saving; nothing changed.")
+        return None
+    changes = parse_edit_form(text, d.channel)
+    return rv.edit(db, d.id, changes, actor=actor, expected_version=d.version, reason=reason)
+
+
+# --- review commands ----------------------------------------------------------------------
+
+
+@review.command("list")
+def list_cmd(
+    campaign: CampaignOpt = None,
+    channel: Annotated[Optional[str], typer.Option(help="sms, push or email.")] = None,
+    status: Annotated[Optional[str], typer.Option(
+        help="draft, approved, rejected or exported.")] = None,
+    failed_check: Annotated[Optional[str], typer.Option(
+        "--failed-check", help="Only drafts failing this check, e.g. sms.segments.")] = None,
+    locale: Annotated[Optional[str], typer.Option(help="e.g. zh-CN.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """List drafts with their status and failed checks.
+
+    Example: pushgen review list --campaign spring --status draft --failed-check sms.segments
+    """
+    store = _open(db)
+    filters = dict(campaign=campaign, channel=channel, status=status,
+                   failed_check=failed_check, locale=locale)
+    rows = rv.list_drafts(store, **filters, limit=limit, offset=offset)
+    total = rv.count_drafts(store, **filters)
+    t = Table(title=f"{len(rows)} of {total} drafts", title_justify="left")
+    for name in ("id", "campaign", "ch", "user", "locale", "status", "v", "checks"):
+        t.add_column(name, no_wrap=name != "checks")
+    room = console.width - 80  # the preview gets what the other columns leave
+    if room >= 12:
+        t.add_column("preview", no_wrap=True, overflow="ellipsis", max_width=room)
+    for d in rows:
+        failed = d.failed_checks
+        checks = ("[green]✓ all[/]" if not failed else
+                  ", ".join(f"[{'red' if c.severity == 'error' else 'yellow'}]{c.name}[/]"
+                            for c in failed))
+        first = next((d.content.get(f, "") for f in CHANNEL_FIELDS[d.channel]), "")
+        preview = " ".join(first.split())[:48]
+        cells = [str(d.id), escape(d.campaign), d.channel, escape(d.user_external_id),
+                 d.locale, f"[{_status_style(d.status)}]{d.status}[/]", str(d.version), checks]
+        t.add_row(*cells, escape(preview)) if room >= 12 else t.add_row(*cells)
+    console.print(t)
+    if total > offset + len(rows):
+        console.print(f"[dim]{total - offset - len(rows)} more: use --offset "
+                      f"{offset + len(rows)}[/]")
+
+
+@review.command("show")
+def show_cmd(draft_id: Annotated[int, typer.Argument(help="Draft id.")],
+             db: DbOption = DEFAULT_DB) -> None:
+    """Show a draft as the customer will see it, with its items, checks and history.
+
+    Example: pushgen review show 12
+    """
+    print_draft(rv.get_draft(_open(db), draft_id))
+
+
+@review.command("approve")
+def approve_cmd(
+    draft_id: Annotated[Optional[int], typer.Argument(help="Draft id.")] = None,
+    all_passing: Annotated[bool, typer.Option(
+        "--all-passing", help="Approve every draft of --campaign that passes every check.")
+    ] = False,
+    campaign: CampaignOpt = None,
+    version: VersionOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Approve a draft (refused while any check fails), or all passing drafts of a campaign.
+
+    Examples: pushgen review approve 12 |
+    pushgen review approve --all-passing --campaign spring
+    """
+    store = _open(db)
+    if all_passing:
+        if not campaign or draft_id is not None:
+            raise PushgenError("--all-passing needs --campaign NAME and no draft id")
+        n = rv.approve_all_passing(store, campaign, actor=actor)
+        counts = rv.queue_counts(store, campaign)
+        _done(f"approved {n} draft(s) of campaign {campaign} that pass every check; "
+              f"{counts.by_status['draft']} still waiting for review")
+        return
+    if draft_id is None:
+        raise PushgenError("give a draft id, or --all-passing --campaign NAME")
+    d = rv.approve(store, draft_id, actor=actor, expected_version=version)
+    _done(f"approved draft {d.id} (version {d.version})")
+
+
+@review.command("reject")
+def reject_cmd(
+    draft_id: Annotated[int, typer.Argument(help="Draft id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).",
+                                        prompt="Reason")],
+    version: VersionOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Reject a draft with a reason; it will not be exported.
+
+    Example: pushgen review reject 12 --reason "wrong size advertised"
+    """
+    d = rv.reject(_open(db), draft_id, actor=actor, reason=reason, expected_version=version)
+    _done(f"rejected draft {d.id} (version {d.version}): {reason}")
+
+
+@review.command("reopen")
+def reopen_cmd(
+    draft_id: Annotated[int, typer.Argument(help="Draft id.")],
+    reason: Annotated[Optional[str], typer.Option("--reason", "-r", help="Why.")] = None,
+    version: VersionOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Put an approved or rejected draft back in the review queue.
+
+    Example: pushgen review reopen 12 --reason "price changed"
+    """
+    d = rv.reopen(_open(db), draft_id, actor=actor, reason=reason, expected_version=version)
+    _done(f"reopened draft {d.id}: status draft (version {d.version})")
+
+
+@review.command("edit")
+def edit_cmd(
+    draft_id: Annotated[int, typer.Argument(help="Draft id.")],
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="field=value (repeatable; \\n for a new line). Without --set, "
+                      "opens $EDITOR.")] = None,
+    reason: Annotated[Optional[str], typer.Option("--reason", "-r", help="Why.")] = None,
+    version: VersionOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Edit a draft's copy; every check runs again on the new text.
+
+    Examples: pushgen review edit 12 --set subject="Your spring picks" |
+    pushgen review edit 12   (opens $EDITOR)
+    """
+    store = _open(db)
+    if set_:
+        result = rv.edit(store, draft_id, _parse_sets(set_), actor=actor,
+                         expected_version=version, reason=reason)
+    else:
+        d = rv.get_draft(store, draft_id)
+        if version is not None:
+            d.version = version  # the editor's result is checked against this version
+        result = _edit_in_editor(store, d, actor, reason)
+        if result is None:
+            return
+    _print_edit(result)
+
+
+@review.command("next")
+def next_cmd(
+    campaign: CampaignOpt = None,
+    channel: Annotated[Optional[str], typer.Option(help="sms, push or email.")] = None,
+    failed_check: Annotated[Optional[str], typer.Option("--failed-check")] = None,
+    locale: Annotated[Optional[str], typer.Option()] = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Walk the review queue one draft at a time with single keys.
+
+    a approve · r reject (asks a reason) · e edit in $EDITOR · s skip · q quit.
+    Example: pushgen review next --campaign spring
+    """
+    store = _open(db)
+    ids = rv.queue_ids(store, campaign=campaign, channel=channel, status="draft",
+                       failed_check=failed_check, locale=locale)
+    done = {"approved": 0, "rejected": 0, "edited": 0, "skipped": 0}
+    if not ids:
+        console.print("Nothing waiting for review.")
+        return
+    quit_ = False
+    for n, draft_id in enumerate(ids, 1):
+        d = rv.get_draft(store, draft_id)
+        if d.status != "draft":
+            continue  # decided by someone else meanwhile
+        console.rule(f"{n} of {len(ids)}")
+        print_draft(d)
+        while True:
+            console.print("[bold]a[/]pprove  [bold]r[/]eject  [bold]e[/]dit  [bold]s[/]kip  "
+                          "[bold]q[/]uit > ", end="")
+            key = typer.getchar()
+            if key.isspace():
+                continue
+            console.print(key)
+            try:
+                if key == "a":
+                    d = rv.approve(store, d.id, actor=actor, expected_version=d.version)
+                    _done(f"approved draft {d.id}")
+                    done["approved"] += 1
+                    break
+                if key == "r":
+                    reason = typer.prompt("Reason")
+                    d = rv.reject(store, d.id, actor=actor, reason=reason,
+                                  expected_version=d.version)
+                    _done(f"rejected draft {d.id}: {reason}")
+                    done["rejected"] += 1
+                    break
+                if key == "e":
+                    result = _edit_in_editor(store, d, actor, None)
+                    if result is not None:
+                        _print_edit(result)
+                        done["edited"] += 1
+                        d = result.draft
+                        if d.status != "draft":
+                            break
+                    continue
+                if key == "s":
+                    done["skipped"] += 1
+                    break
+                if key == "q":
+                    quit_ = True
+                    break
+                console.print(f"[dim]unknown key {key!r}[/]")
+            except PushgenError as exc:
+                console.print(f"[red]{escape(str(exc))}[/]")
+                if "reload" in str(exc):
+                    d = rv.get_draft(store, d.id)
+                    print_draft(d)
+        if quit_:
+            break
+    console.print(", ".join(f"{k} {v}" for k, v in done.items()))
+
+
+@review.command("stats")
+def stats_cmd(campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign name.")],
+              db: DbOption = DEFAULT_DB) -> None:
+    """Review progress, check failures and tokens of one campaign.
+
+    Example: pushgen review stats --campaign spring
+    """
+    print_campaign_report(rv.campaign_report(_open(db), campaign))
+
+
+def print_campaign_report(rep: dict, out: Console = console) -> None:
+    """The ``campaign_report`` dict as tables (also used by ``pushgen stats``)."""
+    t = Table(title=f"campaign {rep['campaign']}: {rep['drafts']} drafts", show_header=False,
+              title_justify="left")
+    for status, n in rep["by_status"].items():
+        t.add_row(status, str(n))
+    rate = rep["approval_rate"]
+    t.add_row("approval rate (of reviewed)",
+              "—" if rate is None else f"{rate:.0%} of {rep['reviewed']}")
+    t.add_row("tokens prompt / completion", f"{rep['tokens_prompt']} / {rep['tokens_completion']}")
+    for g, v in rep["by_generator"].items():
+        t.add_row(f"generator {g}", f"{v['drafts']} drafts, tokens {v['tokens_prompt']} / "
+                                    f"{v['tokens_completion']}")
+    out.print(t)
+    if rep["check_failures"]:
+        f = Table("check", "drafts failing", title="Check failures", title_justify="left")
+        for name, n in rep["check_failures"].items():
+            f.add_row(name, str(n))
+        out.print(f)
+
+
+@review.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to bind. Keep 127.0.0.1 unless you "
+                                           "know why.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    token: Annotated[Optional[str], typer.Option(
+        help="Write token (default: a new random one, printed).", envvar="PUSHGEN_TOKEN")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Open the review web page on this machine (approve, reject, edit in the browser).
+
+    Example: pushgen review serve --port 8765   then open the printed URL.
+    """
+    from ..web.server import serve
+
+    _open(db).close()  # a clear error now rather than on the first request
+    serve(db, host, port, token)
+
+
+# --- export commands ----------------------------------------------------------------------
+
+
+def _print_export(rep: ExportReport) -> None:
+    if rep.path is None:
+        console.print(f"Nothing to export for campaign {rep.campaign} ({rep.channel}): no "
+                      "approved draft left" + (" (use --again to export previously exported "
+                                               "drafts again)" if rep.skipped == 0 else "")
+                      + ". No file written.")
+    else:
+        _done(f"wrote {rep.exported} {rep.channel} message(s) to {rep.path}")
+    if rep.skipped_no_consent:
+        console.print(f"  skipped {rep.skipped_no_consent}: opted out of {rep.channel} "
+                      "since approval")
+    if rep.skipped_no_contact:
+        console.print(f"  skipped {rep.skipped_no_contact}: no "
+                      f"{'email address' if rep.channel == 'email' else 'phone number'}")
+    if rep.skipped_failing:
+        console.print(f"  skipped {rep.skipped_failing}: failing a check")
+    if rep.not_approved:
+        console.print(f"  [dim]{rep.not_approved} draft(s) not approved (in review or "
+                      "rejected) were not exported[/]")
+
+
+def _export(channel: str, campaign: str, fmt: str, out: Path, again: bool,
+            send_at: Optional[str], actor: Optional[str], db: Path) -> None:
+    rep = export_campaign(_open(db), campaign, channel, fmt=fmt, out_dir=out, again=again,
+                          send_at=send_at, actor=actor)
+    _print_export(rep)
+
+
+ExportCampaign = Annotated[str, typer.Option("--campaign", "-c", help="Campaign name.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the export file "
+                                                          "(created if missing).")]
+AgainOpt = Annotated[bool, typer.Option("--again", help="Also export drafts exported before.")]
+SendAtOpt = Annotated[Optional[str], typer.Option(
+    "--send-at", help="Planned send time, ISO 8601 with zone, e.g. 2026-12-01T09:00+08:00.")]
+
+
+@export.command("email")
+def export_email(
+    campaign: ExportCampaign,
+    out: OutOpt,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, jsonl or eml.")] = "csv",
+    again: AgainOpt = False,
+    send_at: SendAtOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Export approved email drafts (consent is checked again now).
+
+    Example: pushgen export email --campaign spring --format eml --out out/
+    """
+    _export("email", campaign, fmt, out, again, send_at, actor, db)
+
+
+@export.command("sms")
+def export_sms(
+    campaign: ExportCampaign,
+    out: OutOpt,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
+    again: AgainOpt = False,
+    send_at: SendAtOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Export approved SMS drafts (phone, text) as CSV or JSONL.
+
+    Example: pushgen export sms --campaign spring --out out/
+    """
+    _export("sms", campaign, fmt, out, again, send_at, actor, db)
+
+
+@export.command("push")
+def export_push(
+    campaign: ExportCampaign,
+    out: OutOpt,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
+    again: AgainOpt = False,
+    send_at: SendAtOpt = None,
+    actor: ActorOpt = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Export approved app-push drafts (external id, title, body, deep link).
+
+    Example: pushgen export push --campaign spring --format jsonl --out out/
+    """
+    _export("push", campaign, fmt, out, again, send_at, actor, db)
+
+
+__all__ = ["review", "export", "print_draft", "print_campaign_report", "edit_form",
+           "parse_edit_form", "FORMATS"]

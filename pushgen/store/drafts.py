@@ -1,0 +1,215 @@
+"""SQL for campaigns' audiences and drafts (written by ``pushgen.campaign``)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..messages import CHANNELS, Recipient
+from . import dumps, loads, now_iso
+
+_CONTACT = {"sms": "phone", "email": "email", "push": None}
+
+
+def save_campaign(db: Database, name: str, channel: str, config: dict[str, Any]) -> int:
+    """Create or update campaign ``name`` with its channel and config; return its id."""
+    if channel not in CHANNELS:
+        raise ValueError(channel)
+    now = now_iso()
+    with db.conn:
+        db.execute(
+            """INSERT INTO campaigns (name, channel, config, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET channel = excluded.channel,
+                   config = excluded.config, updated_at = excluded.updated_at""",
+            [name, channel, dumps(config), now, now],
+        )
+    return db.execute("SELECT id FROM campaigns WHERE name = ?", [name]).fetchone()[0]
+
+
+def get_campaign(db: Database, name: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT id, name, channel, config, model_id FROM campaigns WHERE name = ?",
+                     [name]).fetchone()
+    if row is None:
+        return None
+    return {"id": row[0], "name": row[1], "channel": row[2], "config": loads(row[3], {}),
+            "model_id": row[4]}
+
+
+def audience_user_ids(
+    db: Database,
+    *,
+    channel: str,
+    campaign_id: int,
+    variants: int,
+    profile: dict[str, list[str]] | None = None,
+    locales: Sequence[str] = (),
+    active_within_days: int | None = None,
+    frequency_cap: int | None = None,
+    frequency_days: int = 7,
+    include_drafted: bool = False,
+    limit: int | None = None,
+    now: _dt.datetime | None = None,
+) -> list[int]:
+    """Ids of users this campaign may draft for, in id order.
+
+    Consent for ``channel`` is mandatory, and so is the contact the channel needs (a phone
+    for SMS, an address for email). Users who already have all ``variants`` drafts of the
+    campaign are left out unless ``include_drafted`` (so a rerun resumes where it stopped).
+    """
+    if channel not in CHANNELS:
+        raise ValueError(channel)
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    where = [f"u.consent_{channel} = 1"]
+    params: list[Any] = []
+    contact = _CONTACT[channel]
+    if contact:
+        where.append(f"coalesce(trim(u.{contact}), '') != ''")
+    for field, values in (profile or {}).items():
+        marks = ", ".join("?" for _ in values)
+        where.append(f"json_extract(u.attributes, ?) IN ({marks})")
+        params.append(f'$."{field}"')
+        params.extend(values)
+    if locales:
+        where.append(f"u.locale IN ({', '.join('?' for _ in locales)})")
+        params.extend(locales)
+    if active_within_days is not None:
+        cutoff = (now - _dt.timedelta(days=active_within_days)).isoformat()
+        where.append("EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.id AND e.ts >= ?)")
+        params.append(cutoff)
+    if frequency_cap is not None:
+        cutoff = (now - _dt.timedelta(days=frequency_days)).isoformat()
+        where.append(
+            """(SELECT count(*) FROM drafts s WHERE s.user_id = u.id AND s.channel = ?
+                AND s.exported_at IS NOT NULL AND s.exported_at >= ?) < ?""")
+        params.extend([channel, cutoff, frequency_cap])
+    if not include_drafted:
+        where.append("(SELECT count(*) FROM drafts d WHERE d.user_id = u.id "
+                     "AND d.campaign_id = ?) < ?")
+        params.extend([campaign_id, variants])
+    sql = f"SELECT u.id FROM users u WHERE {' AND '.join(where)} ORDER BY u.id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [r[0] for r in db.execute(sql, params)]
+
+
+def recipients(db: Database, user_ids: Sequence[int]) -> dict[int, Recipient]:
+    """Recipients for ``user_ids`` (name, locale, profile attributes; never email or phone)."""
+    out: dict[int, Recipient] = {}
+    for start in range(0, len(user_ids), 900):
+        chunk = list(user_ids[start:start + 900])
+        marks = ", ".join("?" for _ in chunk)
+        for uid, ext, name, locale, attrs in db.execute(
+                f"SELECT id, external_id, name, locale, attributes FROM users "
+                f"WHERE id IN ({marks})", chunk):
+            out[uid] = Recipient(user_id=uid, external_id=ext, name=name,
+                                 locale=locale or "en-US", attributes=loads(attrs, {}))
+    return out
+
+
+def contact_values(db: Database, user_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Email and phone of each user: values that must never appear in copy or prompts."""
+    out: dict[int, list[str]] = {}
+    for start in range(0, len(user_ids), 900):
+        chunk = list(user_ids[start:start + 900])
+        marks = ", ".join("?" for _ in chunk)
+        for uid, email, phone in db.execute(
+                f"SELECT id, email, phone FROM users WHERE id IN ({marks})", chunk):
+            out[uid] = [v for v in (email, phone) if v]
+    return out
+
+
+def existing_variants(db: Database, campaign_id: int, user_ids: Sequence[int]
+                      ) -> dict[int, set[int]]:
+    """Variants already drafted per user for this campaign."""
+    out: dict[int, set[int]] = {}
+    for start in range(0, len(user_ids), 900):
+        chunk = list(user_ids[start:start + 900])
+        marks = ", ".join("?" for _ in chunk)
+        for uid, variant in db.execute(
+                f"SELECT user_id, variant FROM drafts WHERE campaign_id = ? "
+                f"AND user_id IN ({marks})", [campaign_id, *chunk]):
+            out.setdefault(uid, set()).add(variant)
+    return out
+
+
+_DRAFT_COLUMNS = ("campaign_id", "user_id", "channel", "variant", "locale", "content", "items",
+                  "generator", "template_name", "model", "prompt_hash", "tokens_prompt",
+                  "tokens_completion", "checks", "passed", "flag", "status", "version",
+                  "created_at", "updated_at")
+
+
+def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bool = False
+                 ) -> int:
+    """Insert drafts in one transaction; return how many rows were written.
+
+    A draft that already exists for (campaign, user, variant) is kept as it is, so a resumed
+    run never duplicates. With ``regenerate`` an existing draft is replaced only while it is
+    still unreviewed (status ``draft``): approved, rejected or exported work is never lost.
+    """
+    now = now_iso()
+    values = []
+    for r in rows:
+        values.append((
+            r["campaign_id"], r["user_id"], r["channel"], r.get("variant", 1), r["locale"],
+            dumps(r["content"]), dumps(r["items"]), r["generator"], r.get("template_name"),
+            r.get("model"), r.get("prompt_hash"), r.get("tokens_prompt", 0),
+            r.get("tokens_completion", 0), dumps(r["checks"]), int(r["passed"]), r.get("flag"),
+            "draft", 1, now, now))
+    cols = ", ".join(_DRAFT_COLUMNS)
+    marks = ", ".join("?" for _ in _DRAFT_COLUMNS)
+    if regenerate:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _DRAFT_COLUMNS
+                            if c not in ("campaign_id", "user_id", "variant", "created_at",
+                                         "status", "version"))
+        sql = (f"INSERT INTO drafts ({cols}) VALUES ({marks}) "
+               f"ON CONFLICT(campaign_id, user_id, variant) DO UPDATE SET {updates}, "
+               f"version = drafts.version + 1 WHERE drafts.status = 'draft'")
+    else:
+        sql = f"INSERT OR IGNORE INTO drafts ({cols}) VALUES ({marks})"
+    with db.conn:
+        before = db.conn.total_changes
+        db.conn.executemany(sql, values)
+        return db.conn.total_changes - before
+
+
+def campaign_draft_counts(db: Database, campaign_id: int) -> dict[str, Any]:
+    """Drafts per status and generator, passed count and tokens of one campaign."""
+    by_status = {s: n for s, n in db.execute(
+        "SELECT status, count(*) FROM drafts WHERE campaign_id = ? GROUP BY status",
+        [campaign_id])}
+    by_generator = {g: n for g, n in db.execute(
+        "SELECT generator, count(*) FROM drafts WHERE campaign_id = ? GROUP BY generator",
+        [campaign_id])}
+    total, passed, tp, tc = db.execute(
+        "SELECT count(*), coalesce(sum(passed), 0), coalesce(sum(tokens_prompt), 0), "
+        "coalesce(sum(tokens_completion), 0) FROM drafts WHERE campaign_id = ?",
+        [campaign_id]).fetchone()
+    return {"total": total, "passed": passed, "by_status": by_status,
+            "by_generator": by_generator, "tokens_prompt": tp, "tokens_completion": tc}
+
+
+def sample_drafts(db: Database, campaign_id: int, limit: int = 3) -> list[dict[str, Any]]:
+    """A few drafts of a campaign, one per locale first, for printing examples."""
+    rows = db.execute(
+        """SELECT d.id, u.external_id, d.locale, d.content, d.passed, d.generator
+           FROM drafts d JOIN users u ON u.id = d.user_id WHERE d.campaign_id = ?
+           ORDER BY d.locale != 'zh-CN', d.id LIMIT 200""", [campaign_id]).fetchall()
+    seen: set[str] = set()
+    picked = []
+    for r in rows:
+        if r[2] not in seen:
+            seen.add(r[2])
+            picked.append(r)
+    picked += [r for r in rows if r not in picked]
+    return [{"id": r[0], "user": r[1], "locale": r[2], "content": loads(r[3], {}),
+             "passed": bool(r[4]), "generator": r[5]} for r in picked[:limit]]
+
+
+def user_id(db: Database, external_id: str) -> int | None:
+    """Internal id of the user with ``external_id``."""
+    row = db.execute("SELECT id FROM users WHERE external_id = ?", [external_id]).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,253 @@
+"""SQL for reviewing and exporting drafts: queue queries, guarded updates, review events.
+
+Every write is ``UPDATE drafts ... WHERE id = ? AND version = ?`` and bumps ``version``,
+and its ``review_events`` row is inserted in the same transaction, so the audit trail can
+never disagree with the drafts table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlite_utils import Database
+
+from . import StoreError, dumps, loads
+
+# A failed check is an element of the drafts.checks JSON list with "ok": false.
+_FAILED_CHECK = """EXISTS (SELECT 1 FROM json_each(d.checks) j
+    WHERE json_extract(j.value, '$.name') = ? AND json_extract(j.value, '$.ok') = 0)"""
+
+_DRAFT_SELECT = """
+SELECT d.*, c.name AS campaign, c.config AS campaign_config,
+       u.external_id AS user_external_id, u.name AS user_name, u.email AS user_email,
+       u.phone AS user_phone, u.locale AS user_locale, u.attributes AS user_attributes,
+       u.consent_email, u.consent_sms, u.consent_push
+FROM drafts d
+JOIN campaigns c ON c.id = d.campaign_id
+JOIN users u ON u.id = d.user_id
+"""
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front so that what is read
+    inside the block cannot change before it is written (no lock-upgrade deadlocks in WAL)."""
+    if db.conn.in_transaction:
+        raise StoreError("internal: a transaction is already open on this connection")
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    else:
+        try:
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+
+
+def campaign_row(db: Database, name: str) -> dict[str, Any] | None:
+    """The campaign called ``name`` (config still as JSON text), or None."""
+    rows = list(db.query("SELECT * FROM campaigns WHERE name = ?", [name]))
+    return rows[0] if rows else None
+
+
+def campaign_names(db: Database) -> list[str]:
+    return [r["name"] for r in db.query("SELECT name FROM campaigns ORDER BY name")]
+
+
+def fetch_draft(db: Database, draft_id: int) -> dict[str, Any] | None:
+    """One draft joined with its campaign and user, or None."""
+    rows = list(db.query(_DRAFT_SELECT + " WHERE d.id = ?", [draft_id]))
+    return rows[0] if rows else None
+
+
+def _where(campaign_id: int | None, channel: str | None, status: str | None,
+           failed_check: str | None, locale: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("d.campaign_id", campaign_id), ("d.channel", channel),
+                          ("d.status", status), ("d.locale", locale)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if failed_check is not None:
+        clauses.append(_FAILED_CHECK)
+        params.append(failed_check)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def fetch_drafts(db: Database, *, campaign_id: int | None = None, channel: str | None = None,
+                 status: str | None = None, failed_check: str | None = None,
+                 locale: str | None = None, limit: int = 50, offset: int = 0,
+                 ) -> list[dict[str, Any]]:
+    """Drafts matching every given filter, oldest first (the order they were written)."""
+    where, params = _where(campaign_id, channel, status, failed_check, locale)
+    sql = _DRAFT_SELECT + where + " ORDER BY d.id LIMIT ? OFFSET ?"
+    return list(db.query(sql, [*params, limit, offset]))
+
+
+def count_drafts(db: Database, *, campaign_id: int | None = None, channel: str | None = None,
+                 status: str | None = None, failed_check: str | None = None,
+                 locale: str | None = None) -> int:
+    where, params = _where(campaign_id, channel, status, failed_check, locale)
+    return db.execute(f"SELECT count(*) FROM drafts d{where}", params).fetchone()[0]
+
+
+def draft_ids(db: Database, *, campaign_id: int | None = None, channel: str | None = None,
+              status: str | None = None, failed_check: str | None = None,
+              locale: str | None = None) -> list[int]:
+    """Ids of matching drafts in queue order (cheap: for walking a large queue)."""
+    where, params = _where(campaign_id, channel, status, failed_check, locale)
+    return [r[0] for r in db.execute(f"SELECT d.id FROM drafts d{where} ORDER BY d.id", params)]
+
+
+def events_for(db: Database, draft_id: int) -> list[dict[str, Any]]:
+    """The draft's review events, oldest first."""
+    return list(db.query("SELECT * FROM review_events WHERE draft_id = ? ORDER BY id",
+                         [draft_id]))
+
+
+def last_event(db: Database, draft_id: int) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM review_events WHERE draft_id = ? ORDER BY id DESC "
+                         "LIMIT 1", [draft_id]))
+    return rows[0] if rows else None
+
+
+def update_draft(db: Database, draft_id: int, expected_version: int, changes: dict[str, Any],
+                 event: dict[str, Any]) -> bool:
+    """Apply ``changes`` to the draft if it is still at ``expected_version``, bump its
+    version and record ``event`` (a review_events row without draft_id), all in one
+    transaction. Returns False, writing nothing, when the version moved on."""
+    assignments = ", ".join(f"[{k}] = ?" for k in changes)
+    with write_transaction(db):
+        cur = db.execute(
+            f"UPDATE drafts SET {assignments}, version = version + 1 "
+            "WHERE id = ? AND version = ?",
+            [*changes.values(), draft_id, expected_version],
+        )
+        if cur.rowcount != 1:
+            return False
+        db.execute(*_event_insert(draft_id, event))
+    return True
+
+
+def _event_insert(draft_id: int, event: dict[str, Any]) -> tuple[str, list[Any]]:
+    row = {"draft_id": draft_id, **event}
+    for key in ("before", "after"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            row[key] = dumps(row[key])
+    cols = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    return f"INSERT INTO review_events ({cols}) VALUES ({marks})", list(row.values())
+
+
+def approvable_drafts(db: Database, campaign_id: int) -> list[dict[str, Any]]:
+    """Drafts of a campaign that are waiting for review and passed their checks."""
+    return list(db.query(
+        "SELECT id, version, status, checks, content FROM drafts "
+        "WHERE campaign_id = ? AND status = 'draft' AND passed = 1 ORDER BY id",
+        [campaign_id]))
+
+
+def set_status_many(db: Database, rows: list[dict[str, Any]], status: str,
+                    event: dict[str, Any], extra: dict[str, Any] | None = None) -> list[int]:
+    """Move each ``{id, version, status, content}`` row to ``status`` (version-guarded) with
+    one review event each (content as both before and after), in the caller's transaction.
+    Returns the ids actually changed."""
+    changed: list[int] = []
+    extra = extra or {}
+    sets = "".join(f", [{k}] = ?" for k in extra)
+    for row in rows:
+        cur = db.execute(
+            f"UPDATE drafts SET status = ?{sets}, updated_at = ?, version = version + 1 "
+            "WHERE id = ? AND version = ?",
+            [status, *extra.values(), event["at"], row["id"], row["version"]],
+        )
+        if cur.rowcount == 1:
+            db.execute(*_event_insert(row["id"], {
+                **event, "status_before": row["status"], "status_after": status,
+                "before": row.get("content"), "after": row.get("content")}))
+            changed.append(row["id"])
+    return changed
+
+
+def exportable_drafts(db: Database, campaign_id: int, channel: str,
+                      statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Drafts of one campaign and channel in ``statuses``, joined with their user."""
+    marks = ", ".join("?" for _ in statuses)
+    return list(db.query(
+        _DRAFT_SELECT + f" WHERE d.campaign_id = ? AND d.channel = ? AND d.status IN ({marks})"
+        " ORDER BY d.id", [campaign_id, channel, *statuses]))
+
+
+def status_counts(db: Database, campaign_id: int | None = None) -> dict[str, int]:
+    where, params = _where(campaign_id, None, None, None, None)
+    return {r["status"]: r["n"] for r in db.query(
+        f"SELECT d.status, count(*) AS n FROM drafts d{where} GROUP BY d.status", params)}
+
+
+def failed_check_counts(db: Database, campaign_id: int | None = None,
+                        status: str | None = None) -> dict[str, int]:
+    """Number of drafts failing each named check (errors and warnings alike)."""
+    where, params = _where(campaign_id, None, status, None, None)
+    glue = " AND " if where else " WHERE "
+    sql = (f"SELECT json_extract(j.value, '$.name') AS name, count(DISTINCT d.id) AS n "
+           f"FROM drafts d, json_each(d.checks) j{where}{glue}json_extract(j.value, '$.ok') = 0 "
+           "GROUP BY name ORDER BY n DESC, name")
+    return {r["name"]: r["n"] for r in db.query(sql, params)}
+
+
+def distinct_values(db: Database, column: str) -> list[str]:
+    """Values present in drafts.<column> (channel, locale) for filter menus."""
+    if column not in ("channel", "locale", "status"):
+        raise StoreError(f"internal: no filter on drafts.{column}")
+    return [r[0] for r in db.execute(
+        f"SELECT DISTINCT [{column}] FROM drafts WHERE [{column}] IS NOT NULL ORDER BY 1")]
+
+
+def generator_totals(db: Database, campaign_id: int) -> list[dict[str, Any]]:
+    """Drafts and tokens per generator for one campaign."""
+    return list(db.query(
+        "SELECT generator, count(*) AS drafts, sum(tokens_prompt) AS tokens_prompt, "
+        "sum(tokens_completion) AS tokens_completion FROM drafts WHERE campaign_id = ? "
+        "GROUP BY generator ORDER BY generator", [campaign_id]))
+
+
+def catalog_titles(db: Database) -> dict[str, list[str]]:
+    """sku -> [title, Chinese title if any] for the product-mention guard."""
+    out: dict[str, list[str]] = {}
+    for sku, title, attrs in db.execute("SELECT sku, title, attributes FROM items"):
+        zh = (loads(attrs, {}) or {}).get("title_zh")
+        out[sku] = [title] + ([zh] if isinstance(zh, str) and zh.strip() else [])
+    return out
+
+
+def catalog_signature(db: Database) -> tuple[Any, ...]:
+    """Changes whenever the catalog does (for caching a guard built from it)."""
+    row = db.execute("SELECT count(*), max(updated_at), max(id) FROM items").fetchone()
+    folder = db.execute("PRAGMA database_list").fetchone()
+    return (folder[2] if folder else "", *row)
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns of a fetched draft row as Python objects."""
+    out = dict(row)
+    for key, default in (("content", {}), ("items", []), ("checks", []),
+                         ("campaign_config", {}), ("user_attributes", {})):
+        if key in out:
+            out[key] = loads(out[key], default)
+    return out
+
+
+__all__ = [
+    "write_transaction", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
+    "count_drafts", "draft_ids", "events_for", "last_event", "update_draft",
+    "approvable_drafts", "set_status_many", "exportable_drafts", "status_counts",
+    "failed_check_counts", "distinct_values", "generator_totals", "catalog_titles",
+    "catalog_signature", "decode_row",
+]

@@ -1,0 +1,309 @@
+"""The local review web page (``pushgen review serve``): Flask, server-rendered, no build step.
+
+Reads are open to whoever can reach the port (loopback by default); every write needs the
+token printed at start-up, sent in the POST body or the ``X-Pushgen-Token`` header. Opening
+``/?token=...`` stores it in an HttpOnly, SameSite=Strict cookie so the page keeps working
+while navigating; the page then embeds it in its forms. The cookie alone never authorises a
+write, so another site cannot make the browser post on the reviewer's behalf (CSRF).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (Flask, abort, flash, g, get_flashed_messages, jsonify, redirect,
+                   render_template, request, url_for)
+from werkzeug.wrappers import Response
+
+from .. import review as rv
+from ..channels import sms_info
+from ..errors import PushgenError
+from ..messages import CHANNEL_FIELDS
+from ..store import open_store
+from ..store import reviews as store
+
+COOKIE = "pushgen_token"
+FILTERS = ("campaign", "channel", "status", "failed_check", "locale")
+PUSH_TITLE_CUT = 40   # most lock screens cut a notification title near 40-50 characters
+PAGE_SIZE = 100
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cut_title(title: str, limit: int = PUSH_TITLE_CUT) -> str:
+    """The title as a lock screen shows it: cut at ``limit`` characters with an ellipsis."""
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
+
+
+def create_app(db_path: str | os.PathLike[str], token: str, *,
+               trusted_hosts: list[str] | None = None) -> Flask:
+    """The review app for the database at ``db_path``; writes need ``token``.
+
+    ``trusted_hosts`` limits the Host header (``serve`` passes the loopback names when bound
+    to loopback, which stops DNS-rebinding pages from reading the queue)."""
+    if not token:
+        raise PushgenError("the review page needs a non-empty write token")
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_bytes(32), TRUSTED_HOSTS=trusted_hosts,
+                      PUSHGEN_DB=str(db_path), PUSHGEN_TOKEN=token,
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
+                      TEMPLATES_AUTO_RELOAD=False)
+    app.jinja_env.globals.update(cut_title=cut_title, sms_info=sms_info,
+                                 CHANNEL_FIELDS=CHANNEL_FIELDS, PUSH_TITLE_CUT=PUSH_TITLE_CUT)
+
+    def valid(candidate: str | None) -> bool:
+        return bool(candidate) and hmac.compare_digest(candidate.encode(), token.encode())
+
+    def db():
+        if "db" not in g:
+            g.db = open_store(app.config["PUSHGEN_DB"], create=False)
+        return g.db
+
+    @app.teardown_appcontext
+    def _close(exc: BaseException | None) -> None:
+        conn = g.pop("db", None)
+        if conn is not None:
+            conn.close()
+
+    @app.before_request
+    def _auth() -> Response | None:
+        given = request.args.get("token")
+        if given is not None and request.method == "GET":
+            # Move the token from the address bar into a cookie, then drop it from the URL.
+            args = {k: v for k, v in request.args.items() if k != "token"}
+            target = request.path + ("?" + urlencode(args) if args else "")
+            resp = redirect(target)
+            if valid(given):
+                resp.set_cookie(COOKIE, given, httponly=True, samesite="Strict",
+                                secure=request.is_secure)
+            else:
+                flash("That link's token is wrong: the page is read-only. Use the URL printed "
+                      "by `pushgen review serve`.", "error")
+            return resp
+        g.can_write = valid(request.cookies.get(COOKIE))
+        if request.method == "POST":
+            sent = request.form.get("token") or request.headers.get("X-Pushgen-Token")
+            if not valid(sent):
+                abort(403, description="write token missing or wrong: open the URL printed "
+                                       "by `pushgen review serve`")
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        # Email HTML is shown in <iframe sandbox srcdoc>, which inherits this policy: no
+        # scripts anywhere but our own file, inline styles allowed for the email markup.
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: https: http:; connect-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; font-src 'self'")
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        if request.endpoint != "static":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.errorhandler(403)
+    def _forbidden(err: Any) -> tuple[str, int]:
+        return render_template("error.html", code=403, message=err.description), 403
+
+    def filters_from(source: Any) -> dict[str, str]:
+        out = {k: (source.get(k) or "").strip() for k in FILTERS}
+        if "status" not in source:
+            out["status"] = "draft"  # the queue: what still needs a decision
+        return out
+
+    def query_args(filters: dict[str, str]) -> dict[str, str]:
+        # status="" means "any status" and must survive the round trip, unlike other blanks.
+        return {k: v for k, v in filters.items() if v or k == "status"}
+
+    def none_blank(filters: dict[str, str]) -> dict[str, str | None]:
+        return {k: (v or None) for k, v in filters.items()}
+
+    @app.get("/")
+    def index() -> str:
+        f = filters_from(request.args)
+        page = max(int(request.args.get("page", "0") or 0), 0)
+        conn = db()
+        drafts: list[rv.DraftView] = []
+        total = 0
+        counts = rv.QueueCounts({s: 0 for s in rv.STATUSES}, {})
+        try:
+            counts = rv.queue_counts(conn, f["campaign"] or None)
+            drafts = rv.list_drafts(conn, **none_blank(f), limit=PAGE_SIZE,
+                                    offset=page * PAGE_SIZE)
+            total = rv.count_drafts(conn, **none_blank(f))
+        except PushgenError as exc:
+            flash(str(exc), "error")
+        selected = None
+        want = request.args.get("id", type=int)
+        if want is not None:
+            try:
+                selected = rv.get_draft(conn, want)
+            except PushgenError as exc:
+                flash(str(exc), "error")
+        elif drafts:
+            selected = rv.get_draft(conn, drafts[0].id)
+        ids = [d.id for d in drafts]
+        prev_id = next_id = None
+        if selected is not None and selected.id in ids:
+            i = ids.index(selected.id)
+            prev_id = ids[i - 1] if i > 0 else None
+            next_id = ids[i + 1] if i + 1 < len(ids) else None
+        passing = 0
+        if f["campaign"] and f["campaign"] in store.campaign_names(conn):
+            passing = len(store.approvable_drafts(conn, rv.campaign_id(conn, f["campaign"])))
+        options = {
+            "campaign": store.campaign_names(conn),
+            "channel": store.distinct_values(conn, "channel"),
+            "status": list(rv.STATUSES),
+            "locale": store.distinct_values(conn, "locale"),
+            "failed_check": sorted(store.failed_check_counts(conn)),
+        }
+        return render_template(
+            "index.html", f=f, args=query_args(f), drafts=drafts, total=total, page=page,
+            page_size=PAGE_SIZE, counts=counts, d=selected, prev_id=prev_id, next_id=next_id,
+            options=options, passing=passing, can_write=g.can_write,
+            token=token if g.can_write else "", db_name=Path(app.config["PUSHGEN_DB"]).name,
+            messages=get_flashed_messages(with_categories=True))
+
+    def back(filters: dict[str, str], draft_id: int | None) -> Response:
+        args = query_args(filters)
+        if draft_id is not None:
+            args["id"] = str(draft_id)
+        return redirect(url_for("index", **args))
+
+    def after_decision(conn, filters: dict[str, str], draft_id: int) -> int | None:
+        """The draft to show next: the following one in the filtered queue."""
+        try:
+            ids = rv.queue_ids(conn, **{**none_blank(filters),
+                                        "status": filters["status"] or None})
+        except PushgenError:
+            return None
+        later = [i for i in ids if i > draft_id]
+        if later:
+            return later[0]
+        earlier = [i for i in ids if i < draft_id]
+        return earlier[-1] if earlier else (draft_id if draft_id in ids else None)
+
+    def version() -> int | None:
+        return request.form.get("version", type=int)
+
+    @app.post("/drafts/<int:draft_id>/<action>")
+    def act(draft_id: int, action: str) -> Response:
+        f = filters_from(request.form)
+        conn = db()
+        show: int | None = draft_id
+        try:
+            if action == "approve":
+                rv.approve(conn, draft_id, actor=_actor(), expected_version=version())
+                flash(f"Approved draft {draft_id}.", "success")
+                show = after_decision(conn, f, draft_id)
+            elif action == "reject":
+                reason = request.form.get("reason", "")
+                rv.reject(conn, draft_id, actor=_actor(), reason=reason,
+                          expected_version=version())
+                flash(f"Rejected draft {draft_id}: {reason.strip()}", "success")
+                show = after_decision(conn, f, draft_id)
+            elif action == "reopen":
+                rv.reopen(conn, draft_id, actor=_actor(), expected_version=version(),
+                          reason=request.form.get("reason") or None)
+                flash(f"Draft {draft_id} is back in review.", "success")
+            elif action == "edit":
+                d = rv.get_draft(conn, draft_id)
+                changes = {k: request.form[k].replace("\r\n", "\n")
+                           for k in CHANNEL_FIELDS[d.channel] if k in request.form}
+                result = rv.edit(conn, draft_id, changes, actor=_actor(),
+                                 expected_version=version(),
+                                 reason=request.form.get("reason") or None)
+                _flash_edit(result)
+            else:
+                abort(404)
+        except PushgenError as exc:
+            flash(str(exc), "error")
+        except sqlite3.OperationalError as exc:  # e.g. an export holds the write lock
+            flash(f"The database is busy ({exc}); nothing was changed, try again.", "error")
+        return back(f, show)
+
+    @app.post("/approve-all")
+    def approve_all() -> Response:
+        f = filters_from(request.form)
+        campaign = request.form.get("campaign", "")
+        try:
+            n = rv.approve_all_passing(db(), campaign, actor=_actor())
+            flash(f"Approved {n} draft(s) of {campaign} that pass every check.", "success")
+        except PushgenError as exc:
+            flash(str(exc), "error")
+        return back(f, None)
+
+    @app.get("/api/sms-info")
+    def api_sms_info() -> Response:
+        """Live counter for the edit form, computed by the one SMS rule implementation."""
+        return jsonify(sms_info(request.args.get("text", "")).to_dict())
+
+    return app
+
+
+def _actor() -> str:
+    return request.headers.get("X-Pushgen-Actor") or rv.default_actor()
+
+
+def _flash_edit(result: rv.EditResult) -> None:
+    d = result.draft
+    if not result.changed:
+        flash(f"Draft {d.id}: nothing changed.", "info")
+        return
+    failing = d.blocking_checks
+    if failing:
+        flash(f"Saved draft {d.id} ({', '.join(result.changed)}), but it fails "
+              + "; ".join(f"{c.name}: {c.message}" for c in failing)
+              + ". It cannot be approved until every check passes.", "error")
+    else:
+        flash(f"Saved draft {d.id} ({', '.join(result.changed)}); every check passes; "
+              f"status {d.status}.", "success")
+
+
+def serve(db_path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8765,
+          token: str | None = None) -> None:
+    """Run the review page with werkzeug's threaded server until Ctrl-C."""
+    from werkzeug.serving import make_server
+
+    token = token or secrets.token_urlsafe(24)
+    loopback = _is_loopback(host)
+    trusted = ["127.0.0.1", "localhost"] if loopback else None
+    app = create_app(db_path, token, trusted_hosts=trusted)
+    server = make_server(host, port, app, threaded=True)
+    real_port = server.socket.getsockname()[1]
+    shown = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+    if not loopback:
+        print("!! WARNING: serving on a non-loopback address "
+              f"({host}): anyone who can reach this port can READ every draft, and the write "
+              "token travels unencrypted. Use --host 127.0.0.1 unless you must.",
+              file=sys.stderr, flush=True)
+    print(f"Reviewing {db_path}", flush=True)
+    print(f"Open: http://{shown}:{real_port}/?token={token}", flush=True)
+    print("Writes (approve, reject, edit) need that token. Ctrl-C to stop.", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+__all__ = ["create_app", "serve", "cut_title"]

@@ -1,0 +1,340 @@
+"""Channel rules: SMS encodings and segments, push limits, email required parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushgen.channels import (
+    GSM7_BASIC,
+    check_message,
+    deep_link_for,
+    find_urls,
+    fit_sms,
+    gsm_normalize,
+    opt_out_line,
+    push_payload_bytes,
+    shrink_sms,
+    sms_encoding,
+    sms_info,
+    sms_length,
+    sms_segments,
+    truncate_chars,
+    unsubscribe_token,
+    unsubscribe_url_for,
+)
+from pushgen.messages import CampaignSettings, Message, checks_pass
+
+STOP = "Reply STOP to opt out"
+
+
+def by_name(checks):
+    names = [c.name for c in checks]
+    assert len(names) == len(set(names)), names
+    return {c.name: c for c in checks}
+
+
+# --- SMS arithmetic ---------------------------------------------------------------------------
+
+
+def test_gsm_basic_table_is_exact():
+    basic = ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+             "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+    assert set(basic) == GSM7_BASIC and len(GSM7_BASIC) == 127  # 128 minus ESC
+    assert sms_encoding(basic) == "GSM-7"
+    assert sms_length(basic) == len(basic)
+    for ch in "`áíóúÁç\t":  # look GSM-ish but are not in the table
+        assert sms_encoding("a" + ch) == "UCS-2", ch
+
+
+@pytest.mark.parametrize("ch", list("^{}\\[~]|€\f"))
+def test_extension_characters_count_two(ch):
+    assert sms_encoding(ch) == "GSM-7"
+    assert sms_length(ch) == 2
+    assert sms_length("ab" + ch * 3) == 8
+
+
+def test_extension_char_pushes_over_a_segment():
+    text = "a" * 159 + "€"
+    assert sms_length(text) == 161
+    assert sms_segments(text) == 2
+    assert sms_segments("a" * 158 + "€") == 1
+
+
+def test_gsm_boundaries():
+    assert sms_segments("a" * 160) == 1
+    assert sms_segments("a" * 161) == 2
+    assert sms_segments("a" * 153 * 2) == 2
+    assert sms_segments("a" * (153 * 2 + 1)) == 3
+    assert sms_segments("") == 0
+
+
+def test_escape_pair_is_not_split_across_parts():
+    # 152 septets + '{' (2) would straddle the 153 boundary, so '{' moves to part 2 and
+    # 306 septets need 3 parts, not 2.
+    text = "a" * 152 + "{" + "a" * 152
+    assert sms_length(text) == 306
+    assert sms_segments(text) == 3
+    assert sms_segments("a" * 151 + "{" + "a" * 153) == 2  # '{' fits at the end of part 1
+
+
+def test_ucs2_boundaries_and_emoji():
+    assert sms_encoding("Hi 😀") == "UCS-2"
+    assert sms_length("😀") == 2
+    assert sms_length("Hi 😀") == 5
+    assert sms_segments("好" * 70) == 1
+    assert sms_segments("好" * 71) == 2
+    assert sms_segments("好" * 67 * 2) == 2
+    assert sms_segments("好" * (67 * 2 + 1)) == 3
+    # 66 units + a surrogate pair cannot share part 1: it moves on.
+    assert sms_segments("好" * 66 + "😀" + "好" * 66) == 3  # 134 units, yet 3 parts
+
+
+def test_chinese_is_ucs2_and_one_unit_per_character():
+    info = sms_info("你好，世界")
+    assert (info.encoding, info.length, info.segments, info.limit, info.remaining) == \
+        ("UCS-2", 5, 1, 70, 65)
+    assert "你" in info.non_gsm
+
+
+def test_sms_info_for_the_ui():
+    info = sms_info("a" * 200)
+    assert info.to_dict() == {"encoding": "GSM-7", "length": 200, "segments": 2,
+                              "limit": 306, "remaining": 106, "non_gsm": ""}
+
+
+def test_gsm_normalize_keeps_english_copy_in_gsm7():
+    text = "Levi’s “classic” – now…"
+    assert sms_encoding(text) == "UCS-2"
+    assert gsm_normalize(text) == "Levi's \"classic\" - now..."
+    assert sms_encoding(gsm_normalize(text)) == "GSM-7"
+
+
+def test_opt_out_line_by_locale():
+    assert opt_out_line("en-US") == STOP
+    assert opt_out_line("en-GB") == STOP
+    assert opt_out_line("zh-CN") == "回复TD退订"
+    assert opt_out_line("zh_TW") == "回复TD退订"
+    assert opt_out_line(None) == STOP
+
+
+# --- SMS truncation ---------------------------------------------------------------------------
+
+
+def test_fit_sms_keeps_opt_out_and_meets_max_segments():
+    body = "Hi Alice, " + " ".join(["wonderful"] * 40)
+    for max_segments in (1, 2):
+        text = fit_sms(body, STOP, max_segments)
+        assert sms_segments(text) == max_segments
+        assert text.endswith("\n" + STOP)
+        assert text.split("\n")[0].endswith("wonderful...")  # whole words, GSM-7 ellipsis
+        assert sms_encoding(text) == "GSM-7"
+
+
+def test_fit_sms_is_a_no_op_when_it_fits():
+    assert fit_sms("Hi Alice", STOP, 1) == "Hi Alice\n" + STOP
+
+
+def test_fit_sms_keeps_a_trailing_link():
+    link = "https://shop.example/p/SKU-1"
+    body = "Hi Alice, " + "these lovely boots are back in stock " * 5 + link
+    text = fit_sms(body, STOP, 1)
+    assert sms_segments(text) == 1
+    assert text.endswith(f"... {link}\n{STOP}")
+
+
+def test_fit_sms_chinese_uses_ucs2_ellipsis():
+    body = "王小明，您好！" + "这款越野跑鞋轻盈透气" * 10
+    text = fit_sms(body, "回复TD退订", 1)
+    assert sms_segments(text) == 1
+    assert sms_length(text) <= 70
+    assert text.endswith("…\n回复TD退订")
+
+
+def test_shrink_sms_splits_off_the_opt_out_line():
+    text = "Hello " + "x " * 200 + "\n" + STOP
+    out = shrink_sms(text, "en-US", 1)
+    assert sms_segments(out) == 1 and out.endswith("\n" + STOP)
+
+
+def test_truncate_chars_word_boundary():
+    assert truncate_chars("Ultralight Trail Runner X2000 Pro", 20) == "Ultralight Trail…"
+    assert truncate_chars("short", 20) == "short"
+    assert len(truncate_chars("x" * 100, 50)) == 50
+
+
+# --- SMS checks --------------------------------------------------------------------------------
+
+
+def test_sms_check_messages_a_reviewer_understands():
+    settings = CampaignSettings(name="c", channel="sms", sms_max_segments=1)
+    text = "好" * 68 + "\n" + "回复TD退订"  # 75 UCS-2 units
+    checks = by_name(check_message(Message("sms", {"text": text}), settings, locale="zh-CN"))
+    assert checks["sms.segments"].ok is False
+    assert checks["sms.segments"].message == \
+        "SMS is 2 segments (UCS-2, 75 of 70 characters); the campaign allows 1"
+    assert checks["sms.opt_out"].ok is True
+
+
+def test_sms_passing_checks_are_returned_too():
+    settings = CampaignSettings(name="c", channel="sms")
+    checks = check_message(Message("sms", {"text": "Hi!\n" + STOP}), settings)
+    assert checks_pass(checks)
+    assert {"sms.text", "sms.segments", "sms.opt_out", "sms.encoding"} <= set(by_name(checks))
+    assert all(c.ok for c in checks)
+
+
+def test_sms_opt_out_missing_or_not_last():
+    settings = CampaignSettings(name="c", channel="sms")
+    missing = by_name(check_message(Message("sms", {"text": "Hi there"}), settings))
+    assert not missing["sms.opt_out"].ok and STOP in missing["sms.opt_out"].message
+    not_last = by_name(check_message(Message("sms", {"text": f"{STOP}\nHi"}), settings))
+    assert not not_last["sms.opt_out"].ok and "last line" in not_last["sms.opt_out"].message
+    zh = by_name(check_message(Message("sms", {"text": "你好\n" + STOP}), settings,
+                               locale="zh-CN"))
+    assert not zh["sms.opt_out"].ok and "回复TD退订" in zh["sms.opt_out"].message
+
+
+def test_sms_curly_quote_warns_but_does_not_block():
+    settings = CampaignSettings(name="c", channel="sms")
+    checks = check_message(Message("sms", {"text": "Levi’s jeans\n" + STOP}), settings)
+    enc = by_name(checks)["sms.encoding"]
+    assert not enc.ok and enc.severity == "warning" and "’" in enc.message
+    assert checks_pass(checks)
+
+
+def test_empty_sms_and_unknown_fields_fail():
+    settings = CampaignSettings(name="c", channel="sms")
+    checks = by_name(check_message(Message("sms", {"text": " ", "title": "x"}), settings))
+    assert not checks["sms.text"].ok
+    assert not checks["message.fields"].ok and "title" in checks["message.fields"].message
+    unknown = check_message(Message("fax", {}), settings)
+    assert unknown[0].name == "message.channel" and not unknown[0].ok
+
+
+# --- push ----------------------------------------------------------------------------------------
+
+
+def push(title="Alice, picked for you", body="Trail Runner X is $48.99.",
+         link="shop://item/SKU-1"):
+    return Message("push", {"title": title, "body": body, "deep_link": link})
+
+
+def test_push_limits_in_characters():
+    settings = CampaignSettings(name="c", channel="push")
+    ok = by_name(check_message(push(title="好" * 50, body="b" * 150), settings))
+    assert ok["push.title_length"].ok and ok["push.body_length"].ok
+    bad = by_name(check_message(push(title="t" * 51, body="b" * 151), settings))
+    assert not bad["push.title_length"].ok and "51 characters" in bad["push.title_length"].message
+    assert not bad["push.body_length"].ok and "allows 150" in bad["push.body_length"].message
+
+
+def test_push_payload_4kb():
+    settings = CampaignSettings(name="c", channel="push", push_body_max=10_000)
+    small = push(body="é" * 1000)
+    assert push_payload_bytes(small) < 4096
+    assert by_name(check_message(small, settings))["push.payload_size"].ok
+    big = push(body="好" * 1400)  # 3 bytes each in UTF-8
+    assert push_payload_bytes(big) > 4096
+    check = by_name(check_message(big, settings))["push.payload_size"]
+    assert not check.ok and "4096" in check.message
+
+
+def test_push_deep_link_required():
+    settings = CampaignSettings(name="c", channel="push")
+    assert not by_name(check_message(push(link=""), settings))["push.deep_link"].ok
+    assert not by_name(check_message(push(link="other://x"), settings))["push.deep_link"].ok
+    assert by_name(check_message(push(), settings))["push.deep_link"].ok
+    assert deep_link_for(settings, "SKU-9") == "shop://item/SKU-9"
+
+
+# --- email ---------------------------------------------------------------------------------------
+
+SETTINGS = CampaignSettings(name="spring", channel="email")
+UNSUB = unsubscribe_url_for(SETTINGS, "u1")
+ADDRESS = SETTINGS.postal_address
+
+
+def email(subject="Alice, picked for you", preheader="Three picks chosen for you this week, "
+          "starting with Trail Runner X.", html=None, text=None):
+    html = html if html is not None else (
+        f'<p>Hi</p><a href="{UNSUB}">Unsubscribe</a><p>{ADDRESS}</p>')
+    text = text if text is not None else f"Hi\nUnsubscribe: {UNSUB}\n{ADDRESS}"
+    return Message("email", {"subject": subject, "preheader": preheader, "html": html,
+                             "text": text})
+
+
+def test_email_complete_passes():
+    checks = check_message(email(), SETTINGS, unsubscribe_url=UNSUB)
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    # Without the exact link, any link of the campaign's pattern with a token passes.
+    assert all(c.ok for c in check_message(email(), SETTINGS))
+
+
+def test_email_subject_length_levels():
+    def subject_check(n):
+        return by_name(check_message(email(subject="s" * n), SETTINGS))["email.subject"]
+    assert subject_check(50).ok
+    warn = subject_check(51)
+    assert not warn.ok and warn.severity == "warning"
+    assert subject_check(100).severity == "warning"
+    err = subject_check(101)
+    assert not err.ok and err.severity == "error"
+    empty = by_name(check_message(email(subject=""), SETTINGS))["email.subject"]
+    assert not empty.ok and empty.severity == "error"
+
+
+def test_email_preheader():
+    short = by_name(check_message(email(preheader="Hi"), SETTINGS))["email.preheader"]
+    assert not short.ok and short.severity == "warning"
+    empty = by_name(check_message(email(preheader=""), SETTINGS))["email.preheader"]
+    assert not empty.ok and empty.severity == "error"
+
+
+def test_email_missing_unsubscribe_in_text():
+    msg = email(text=f"Hi\n{ADDRESS}")
+    check = by_name(check_message(msg, SETTINGS, unsubscribe_url=UNSUB))["email.unsubscribe"]
+    assert not check.ok and "text part" in check.message
+    check = by_name(check_message(msg, SETTINGS))["email.unsubscribe"]
+    assert not check.ok and "text part" in check.message
+
+
+def test_email_unfilled_or_malformed_unsubscribe():
+    raw = SETTINGS.unsubscribe_url  # '{token}' never filled in
+    msg = email(html=f'<a href="{raw}">u</a> {ADDRESS}', text=f"{raw}\n{ADDRESS}")
+    assert not by_name(check_message(msg, SETTINGS))["email.unsubscribe"].ok
+    bad_cfg = CampaignSettings(name="c", unsubscribe_url="shop.example/unsub?t={token}")
+    url = unsubscribe_url_for(bad_cfg, "u1")
+    msg = email(html=f"{url} {ADDRESS}", text=f"{url}\n{ADDRESS}")
+    check = by_name(check_message(msg, bad_cfg, unsubscribe_url=url))["email.unsubscribe"]
+    assert not check.ok and "http" in check.message
+
+
+def test_email_unsubscribe_html_escaped_ampersand():
+    settings = CampaignSettings(name="c", unsubscribe_url="https://shop.example/u?x=1&t={token}")
+    url = unsubscribe_url_for(settings, "u1")
+    html = f'<a href="{url.replace("&", "&amp;")}">u</a> {ADDRESS}'
+    msg = email(html=html, text=f"{url}\n{ADDRESS}")
+    assert by_name(check_message(msg, settings, unsubscribe_url=url))["email.unsubscribe"].ok
+
+
+def test_email_missing_postal_address_and_parts():
+    msg = email(html=f'<a href="{UNSUB}">u</a>')
+    check = by_name(check_message(msg, SETTINGS))["email.postal_address"]
+    assert not check.ok and "HTML part" in check.message
+    no_text = by_name(check_message(email(text=""), SETTINGS))
+    assert not no_text["email.text"].ok
+
+
+def test_unsubscribe_token_is_stable_and_per_user():
+    a = unsubscribe_token("spring", "u1")
+    assert a == unsubscribe_token("spring", "u1") and len(a) == 20 and a.isalnum()
+    assert a != unsubscribe_token("spring", "u2")
+    assert a != unsubscribe_token("summer", "u1")
+    assert a != unsubscribe_token("spring", "u1", secret="other")
+    assert unsubscribe_url_for(SETTINGS, "u1") == f"https://shop.example/unsubscribe?t={a}"
+
+
+def test_find_urls():
+    text = "见 https://shop.example/p/1，快来 or shop://item/SKU-1. Visit www.shop.example!"
+    assert find_urls(text) == ["https://shop.example/p/1", "shop://item/SKU-1",
+                               "www.shop.example"]

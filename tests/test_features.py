@@ -1,0 +1,85 @@
+"""Feature matrices: identities, metadata weights, buckets, cold rows, serialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pushgen.features import FeatureConfig, FeatureSpace, fit_feature_space
+
+USERS = [
+    {"id": 1, "locale": "en-US", "attributes": {"age_band": "25-34", "gender": "F", "vip": "y"}},
+    {"id": 2, "locale": "en-US", "attributes": {"age_band": "25-34", "gender": "M", "vip": "y"}},
+    {"id": 3, "locale": "zh-CN", "attributes": {"age_band": "35-44", "gender": "F"}},
+]
+ITEMS = [
+    {"id": 10, "title": "Trail Runner", "category": "shoes", "brand": "acme", "price": 100.0,
+     "sale_price": 80.0, "attributes": {"tags": ["run", "outdoor"]}},
+    {"id": 11, "title": "Road Runner", "category": "shoes", "brand": "acme", "price": 50.0,
+     "sale_price": None, "attributes": {"tags": ["run"]}},
+    {"id": 12, "title": "Face Cream", "category": "skincare", "brand": "glow", "price": 20.0,
+     "sale_price": None, "attributes": {"tags": ["outdoor"]}},
+    {"id": 13, "title": "Night Cream", "category": "skincare", "brand": "glow", "price": 30.0,
+     "sale_price": None, "attributes": {"tags": []}},
+]
+
+
+def space(**cfg) -> FeatureSpace:
+    return fit_feature_space(USERS, ITEMS, [1, 2], [10, 11, 12],
+                             FeatureConfig(min_count=1, **cfg))
+
+
+def test_known_rows_have_identity_one_and_small_metadata():
+    s = space(meta_weight=0.5)
+    m = s.user_matrix(USERS[:1]).toarray()[0]
+    assert m[0] == 1.0 and m[1] == 0.0                        # own identity only
+    meta = m[len(s.user_ids):]
+    names = [s.user_vocab[i] for i in np.flatnonzero(meta)]
+    assert sorted(names) == ["age_band=25-34", "gender=f", "locale=en-us"]
+    assert meta.sum() == pytest.approx(0.5)                   # total metadata weight
+
+
+def test_cold_rows_have_metadata_only():
+    s = space(cold_meta_weight=0.3)
+    m = s.user_matrix(USERS[2:]).toarray()[0]
+    assert not m[:len(s.user_ids)].any()
+    assert m.sum() == pytest.approx(0.3)
+    empty = s.user_matrix([{"id": 9, "locale": "fr-FR", "attributes": {}}])
+    assert empty.nnz == 0                                      # nothing known: segment fallback
+
+
+def test_extra_user_field_and_item_features():
+    s = space(user_fields=("gender", "vip"))
+    assert "vip=y" in s.user_vocab and not any(v.startswith("age_band") for v in s.user_vocab)
+    assert {"category=shoes", "brand=glow", "tags=run", "tags=outdoor"} <= set(s.item_vocab)
+    prices = [v for v in s.item_vocab if v.startswith("price#")]
+    assert len(prices) >= 2                                    # bucketed, not one per value
+
+
+def test_price_bucket_uses_current_price_and_quantiles():
+    s = space(numeric_buckets=2)
+    edges = s.numeric_edges["item:price"]
+    assert len(edges) == 1 and 30 <= edges[0] <= 80           # median of 80, 50, 20, 30
+    t_sale = [t for t in s.item_tokens(ITEMS[0]) if t.startswith("price#")]
+    t_cheap = [t for t in s.item_tokens(ITEMS[2]) if t.startswith("price#")]
+    assert t_sale == ["price#1"] and t_cheap == ["price#0"]
+
+
+def test_min_count_drops_rare_values_and_title_tokens_optional():
+    s = fit_feature_space(USERS, ITEMS, [1], [10], FeatureConfig(min_count=2))
+    assert "gender=m" not in s.user_vocab and "gender=f" in s.user_vocab
+    t = fit_feature_space(USERS, ITEMS, [1], [10], FeatureConfig(min_count=2, title_tokens=True))
+    assert {"title:runner", "title:cream"} <= set(t.item_vocab)
+
+
+def test_row_normalisation_option():
+    s = space(meta_weight=None, normalize_rows=True)
+    m = s.user_matrix(USERS[:2])
+    assert np.allclose(np.asarray(m.sum(axis=1)).ravel(), 1.0)
+
+
+def test_to_dict_round_trip():
+    s = space()
+    again = FeatureSpace.from_dict(s.to_dict())
+    assert (again.user_matrix(USERS) != s.user_matrix(USERS)).nnz == 0
+    assert (again.item_matrix(ITEMS) != s.item_matrix(ITEMS)).nnz == 0

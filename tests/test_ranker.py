@@ -1,0 +1,223 @@
+"""Ranker: planted structure, business rules, cold start, artifacts, campaigns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pushgen.errors import PushgenError
+from pushgen.messages import ItemFacts
+from pushgen.ranker import (RankRules, TrainParams, interaction_weights, load_model,
+                            rank_campaign, recommendations_for, train)
+from pushgen.store import ranking as rank_store
+
+from _ranker_helpers import CATS, PROFILES, add_user, item_id, make_shop
+
+FAST = TrainParams(components=16, epochs=15, threads=2)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A trained shop shared by the read-only tests of this module."""
+    path = tmp_path_factory.mktemp("shop") / "pushgen.db"
+    db = make_shop(path)
+    add_user(db, 100, PROFILES["alpha"])   # added after training: profile only
+    record = train(db, FAST)
+    add_user(db, 101, PROFILES["gamma"])
+    add_user(db, 102, {})                    # nothing known at all
+    db["users"].update(102, {"locale": "fr-FR"})
+    return db, record, load_model(db)
+
+
+def categories(ranker, res, row):
+    return [ranker.catalog.items[j]["category"] for j in res.items[row] if j >= 0]
+
+
+def test_recovers_planted_taste(shop):
+    _, _, ranker = shop
+    res = ranker.rank([1, 2, 21, 22, 41, 42], k=3)
+    for row, cat in enumerate(["alpha", "alpha", "beta", "beta", "gamma", "gamma"]):
+        assert categories(ranker, res, row) == [cat] * 3
+    assert list(res.sources) == ["model"] * 6
+    assert (np.diff(res.scores, axis=1) <= 1e-6).all()    # best first
+
+
+def test_cold_user_scored_from_profile(shop):
+    _, record, ranker = shop
+    assert 100 not in ranker.space.user_index and record.n_users == 60
+    res = ranker.rank([100, 101], k=3)
+    assert list(res.sources) == ["cold_features", "cold_features"]
+    assert categories(ranker, res, 0) == ["alpha"] * 3
+    assert categories(ranker, res, 1) == ["gamma"] * 3
+
+
+def test_user_without_known_features_gets_segment_popularity(shop):
+    _, _, ranker = shop
+    res = ranker.rank([102], k=4)
+    assert list(res.sources) == ["segment_popularity"]
+    assert (res.items[0] >= 0).all()
+
+
+def test_drops_purchased_inactive_and_out_of_stock(shop):
+    db, _, ranker = shop
+    bought = {r[0] for r in db.execute(
+        "SELECT item_id FROM events WHERE user_id = 1 AND kind = 'purchase'").fetchall()}
+    assert bought
+    res = ranker.rank([1], k=30)
+    got = {ranker.catalog.items[j]["id"] for j in res.items[0] if j >= 0}
+    assert not got & bought
+    for cat in CATS:
+        assert item_id(cat, 8) not in got and item_id(cat, 9) not in got   # inactive, no stock
+    kept = ranker.rank([1], k=30, rules=RankRules(drop_purchased=False, drop_inactive=False,
+                                                  drop_out_of_stock=False))
+    got_all = {ranker.catalog.items[j]["id"] for j in kept.items[0] if j >= 0}
+    assert bought <= got_all and item_id("alpha", 8) in got_all
+
+
+def test_category_rules(shop):
+    _, _, ranker = shop
+    res = ranker.rank([1], k=5, rules=RankRules(include_categories=["Gamma"]))
+    assert set(categories(ranker, res, 0)) == {"gamma"}
+    res = ranker.rank([1], k=10, rules=RankRules(exclude_categories=["alpha"]))
+    assert "alpha" not in categories(ranker, res, 0) and len(categories(ranker, res, 0)) == 10
+
+
+def test_price_and_discount_rules(shop):
+    _, _, ranker = shop
+    res = ranker.rank([1, 30], k=30, rules=RankRules(min_price=40, max_price=60))
+    for row in range(2):
+        for j in res.items[row][res.items[row] >= 0]:
+            it = ranker.catalog.items[j]
+            price = it["sale_price"] if it["sale_price"] is not None else it["price"]
+            assert 40 <= price <= 60
+    res = ranker.rank([1], k=30, rules=RankRules(min_discount=25))
+    skus = [ranker.catalog.items[j]["sku"] for j in res.items[0] if j >= 0]
+    assert skus and all(s.split("-")[1] in {"0", "3", "6"} for s in skus)   # 30% off items
+
+
+def test_max_per_category_diversifies(shop):
+    _, _, ranker = shop
+    res = ranker.rank([1], k=5, rules=RankRules(max_per_category=2))
+    cats = categories(ranker, res, 0)
+    assert len(cats) == 5 and max(cats.count(c) for c in set(cats)) <= 2
+    assert cats[:2] == ["alpha", "alpha"]
+
+
+def test_pinned_first_and_blocked_never(shop):
+    _, _, ranker = shop
+    rules = RankRules(pinned=["GA-5"], blocked=["AL-0", "AL-1", "AL-2"])
+    res = ranker.rank([1, 2], k=4, rules=rules)
+    for row in range(2):
+        skus = [ranker.catalog.items[j]["sku"] for j in res.items[row] if j >= 0]
+        assert skus[0] == "GA-5" and len(skus) == 4
+        assert not {"AL-0", "AL-1", "AL-2"} & set(skus)
+        assert res.pinned[row, 0] and not res.pinned[row, 1:].any()
+    with pytest.raises(PushgenError, match="NOPE"):
+        ranker.rank([1], k=3, rules=RankRules(pinned=["NOPE"]))
+
+
+def test_explicit_exclusions(shop):
+    _, _, ranker = shop
+    first = ranker.rank([1], k=3)
+    top_id = ranker.catalog.items[first.items[0, 0]]["id"]
+    again = ranker.rank([1], k=3, exclude={1: [top_id]})
+    assert top_id not in [ranker.catalog.items[j]["id"] for j in again.items[0]]
+
+
+def test_rank_campaign_writes_replaces_and_reads_back(shop):
+    db, record, _ = shop
+    summary = rank_campaign(db, "spring", k=3, user_ids=[1, 21, 100, 102])
+    assert summary.by_source == {"model": 2, "cold_features": 1, "segment_popularity": 1}
+    assert summary.rows == 12 and summary.model_id == record.id
+    again = rank_campaign(db, "spring", k=2, user_ids=[1, 21, 100, 102])
+    assert again.campaign_id == summary.campaign_id
+    n = db.execute("SELECT count(*) FROM recommendations WHERE campaign_id = ?",
+                   [summary.campaign_id]).fetchone()[0]
+    assert n == 8                                     # replaced, not duplicated
+    recs = recommendations_for(db, summary.campaign_id, [1, 102])
+    assert set(recs) == {1, 102} and len(recs[1]) == 2
+    first = recs[1][0]
+    assert isinstance(first, ItemFacts) and first.category == "alpha"
+    assert first.reason.startswith("You bought ") and first.title
+    assert recs[1][0].score >= recs[1][1].score
+    assert recs[102][0].reason.startswith("Popular")
+
+
+def test_save_load_round_trip_identical(shop):
+    db, record, ranker = shop
+    again = load_model(db, record.id)
+    a = ranker.rank([1, 21, 41, 100, 102], k=5)
+    b = again.rank([1, 21, 41, 100, 102], k=5)
+    assert (a.items == b.items).all() and np.allclose(a.scores, b.scores)
+
+
+def test_missing_and_corrupt_artifacts(tmp_path):
+    db = make_shop(tmp_path / "pushgen.db")
+    with pytest.raises(PushgenError, match="pushgen train"):
+        load_model(db)
+    record = train(db, TrainParams(components=8, epochs=2))
+    record.path.write_bytes(b"not a zip file")
+    with pytest.raises(PushgenError) as err:
+        load_model(db)
+    assert str(record.path) in str(err.value) and "corrupt" in str(err.value)
+    assert "pushgen train" in str(err.value)
+    record.path.unlink()
+    with pytest.raises(PushgenError, match="missing"):
+        load_model(db)
+    with pytest.raises(PushgenError, match="no model with id 99"):
+        load_model(db, 99)
+
+
+def test_artifact_with_wrong_mappings_is_refused(tmp_path):
+    db = make_shop(tmp_path / "pushgen.db")
+    record = train(db, TrainParams(components=8, epochs=2))
+    with np.load(record.path) as z:
+        arrays = dict(z)
+    arrays["item_embeddings"] = arrays["item_embeddings"][:-1]
+    np.savez(record.path, **arrays)
+    with pytest.raises(PushgenError, match="item_embeddings has shape"):
+        load_model(db)
+
+
+def test_early_stopping_keeps_best_and_records_metrics(tmp_path):
+    db = make_shop(tmp_path / "pushgen.db")
+    seen = []
+    record = train(db, TrainParams(components=8, epochs=30, early_stopping=True, eval_every=2,
+                                   patience=1), progress=lambda e, n, m: seen.append((e, m)))
+    assert "precision_at_10" in record.metrics and "best_epoch" in record.metrics
+    assert record.metrics["best_epoch"] <= seen[-1][0]
+    assert any(m for _, m in seen)
+    row = rank_store.get_model(db, record.id)
+    assert row["metrics"]["best_epoch"] == record.metrics["best_epoch"]
+    assert (tmp_path / "pushgen-models" / f"model-{record.id}.npz").is_file()
+
+
+def ts(days_ago: float) -> str:
+    t = dt.datetime(2026, 1, 31, tzinfo=dt.timezone.utc) - dt.timedelta(days=days_ago)
+    return t.isoformat()
+
+
+def test_interaction_weights_kinds_ratings_and_decay():
+    events = [(1, 10, "purchase", 1, ts(0)), (1, 10, "view", 1, ts(0)),
+              (1, 11, "rating", 3, ts(0)), (1, 12, "rating", 5, ts(0)),
+              (2, 10, "cart", 1, ts(10)), (2, 11, "view", 1, ts(0)), (2, 13, "unknown", 1, ts(0))]
+    u, i, w = interaction_weights(events, TrainParams())
+    got = {(a, b): c for a, b, c in zip(u.tolist(), i.tolist(), w.tolist())}
+    assert got == {(1, 10): 6.0, (1, 12): 1.0, (2, 10): 3.0, (2, 11): 1.0}
+    _, _, wd = interaction_weights(events, TrainParams(half_life_days=10))
+    got = dict(zip(zip(u.tolist(), i.tolist()), wd.tolist()))
+    assert got[(2, 10)] == pytest.approx(1.5) and got[(1, 10)] == pytest.approx(6.0)
+    params = TrainParams(event_weights={"purchase": 1, "view": 0})
+    u, i, w = interaction_weights(events, params)
+    assert list(zip(u.tolist(), i.tolist())) == [(1, 10)]
+
+
+def test_train_without_events_is_a_clear_error(tmp_path):
+    from pushgen.store import open_store
+
+    db = open_store(tmp_path / "pushgen.db")
+    with pytest.raises(PushgenError, match="no usable events"):
+        train(db, FAST)
