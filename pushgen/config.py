@@ -49,8 +49,10 @@ _SECTIONS: dict[str, dict[str, str]] = {
                "push_body_max": "push_body_max"},
 }
 _AUDIENCE_KEYS = {f.name for f in dataclasses.fields(AudienceFilter)}
-_RANK_KEYS = {"top_k", "exclude_categories", "include_categories", "min_price", "max_price",
-              "min_discount", "max_per_category", "pinned", "blocked", "exclude_purchased"}
+# Keys of [rank]: ``top_k`` plus the fields of ranker.RankRules (kept in step by a test).
+_RANK_KEYS = {"top_k", "drop_purchased", "drop_inactive", "drop_out_of_stock",
+              "include_categories", "exclude_categories", "min_price", "max_price",
+              "min_discount", "max_per_category", "pinned", "blocked"}
 
 
 def _check_type(path: str, key: str, value: Any, expected: Any) -> Any:

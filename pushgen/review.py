@@ -27,6 +27,7 @@ from .messages import (CHANNEL_FIELDS, CampaignSettings, CheckResult, ItemFacts,
                        MessageContext, Recipient, checks_pass)
 from .store import dumps, loads, now_iso
 from .store import reviews as store
+from .store.catalog import catalog_signature
 
 STATUSES: tuple[str, ...] = ("draft", "approved", "rejected", "exported")
 
@@ -342,11 +343,11 @@ def _guard(db: Database) -> Any:
     """A catalog-wide fact guard, cached until the catalog changes (edits come one by one)."""
     from .generate import guards
 
-    key = store.catalog_signature(db)
+    key = catalog_signature(db)
     guard = _GUARDS.get(key)
     if guard is None:
         _GUARDS.clear()
-        guard = _GUARDS[key] = guards.Guard(store.catalog_titles(db))
+        guard = _GUARDS[key] = guards.store_guard(db)
     return guard
 
 

@@ -60,3 +60,10 @@ def test_settings_round_trip_through_json_ignores_extra_keys() -> None:
     s = load_campaign_config(EXAMPLE, name="spring").settings
     data = dataclasses.asdict(s) | {"audience": {}, "rank": {}}
     assert settings_from_json(data) == s
+
+
+def test_rank_keys_match_ranker_rules() -> None:
+    import dataclasses
+    from pushgen.config import _RANK_KEYS
+    from pushgen.ranker import RankRules
+    assert _RANK_KEYS == {"top_k"} | {f.name for f in dataclasses.fields(RankRules)}

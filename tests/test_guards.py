@@ -11,8 +11,10 @@ from pushgen.generate.guards import (
     extract_amounts,
     extract_discounts,
     prompt_fields,
+    store_guard,
 )
 from pushgen.messages import CampaignSettings, ItemFacts, Message, MessageContext, Recipient
+from pushgen.store import now_iso, open_store
 
 STOP = "Reply STOP to opt out"
 CATALOG = {
@@ -245,3 +247,19 @@ def test_prompt_fields_never_leak_contact_data():
         "first_name", "locale", "tier", "email", "phone_number", "Mobile", "note", "age"])
     assert prompt_fields(recipient, settings) == {"first_name": "Alice", "locale": "en-US",
                                                   "tier": "gold"}
+
+
+def test_store_guard_indexes_the_database_catalog(db_path):
+    db = open_store(db_path)
+    now = now_iso()
+    db["items"].insert_all([
+        {"sku": "SKU-1", "title": "Trail Runner X", "attributes": "{}", "created_at": now,
+         "updated_at": now},
+        {"sku": "SKU-9", "title": "Canvas Weekender Bag",
+         "attributes": '{"title_zh": "帆布旅行包"}', "created_at": now, "updated_at": now},
+    ])
+    guard = store_guard(db)
+    ctx = make_ctx(locale="zh-CN")
+    msg = Message("sms", {"text": "越野跑鞋X，再配一个帆布旅行包\n回复TD退订"})
+    check = {c.name: c for c in guard.check(msg, ctx)}["guard.products"]
+    assert not check.ok and "SKU-9" in check.message

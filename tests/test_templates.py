@@ -239,6 +239,13 @@ def test_syntax_error_and_missing_template(tmp_path):
         render(context("sms"), template_dirs=[tmp_path / "missing"])
 
 
+def test_no_items_is_a_clear_error():
+    ctx = context("sms")
+    ctx.items = []
+    with pytest.raises(PushgenError, match="u1: no recommended items"):
+        render(ctx)
+
+
 def test_templates_compile_once():
     renderer = get_renderer()
     assert get_renderer() is renderer

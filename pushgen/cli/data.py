@@ -159,19 +159,67 @@ def run_demo(db_path: Path, seed: int, n_users: int, n_items: int, console: Cons
     return summary
 
 
+DEMO_CAMPAIGNS = (("demo-sms", "sms"), ("demo-push", "push"), ("demo-email", "email"))
+
+
+def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = True) -> None:
+    """After the shop: train a model (unless the shop is unchanged since the last one),
+    then rank and draft one template campaign per channel, ready for review."""
+    from ..campaign import draft_campaign
+    from ..config import load_campaign_config
+    from ..ranker import TrainParams, train
+    from ..store import ranking as ranking_store
+    from .drafting import print_draft_report, print_examples
+
+    store = open_store(db_path)
+    latest = ranking_store.latest_model(store)
+    if latest is None or shop_changed:
+        params = TrainParams()
+        with Progress(TextColumn("training LightFM hybrid"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("train", total=params.epochs)
+            record = train(store, params,
+                           progress=lambda epoch, total, _m: bar.update(task, completed=epoch,
+                                                                         total=total))
+        console.print(f"trained model {record.id} ({record.params['components']} components, "
+                      f"{record.params['epochs']} epochs) -> {record.path}")
+    else:
+        console.print(f"model {latest['id']} is current: not retrained")
+    for name, channel in DEMO_CAMPAIGNS:
+        cfg = load_campaign_config(None, name=name, channel=channel)
+        with Progress(TextColumn(f"drafting {name}"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task(name, total=None)
+            report = draft_campaign(store, name, cfg,
+                                    on_audience=lambda n: bar.update(task, total=n),
+                                    progress=lambda n: bar.advance(task, n))
+        print_draft_report(report, console)
+    print_examples(store, "demo-sms", limit=2, out=console)
+    console.print("Next: [bold]pushgen review list --campaign demo-sms[/], "
+                  "[bold]pushgen review serve[/], [bold]pushgen export email "
+                  "--campaign demo-email --format csv --out out/[/]")
+
+
 @app.command("demo")
 def demo(seed: Annotated[int, typer.Option(help="Random seed: the same seed builds the same shop.")] = 7,
          users: Annotated[int, typer.Option("--users", min=1, help="Number of customers.")] = 2000,
          items: Annotated[int, typer.Option("--items", min=8, help="Number of products.")] = 400,
+         shop_only: Annotated[bool, typer.Option(
+             "--shop-only", help="Only build the shop: no training, ranking or drafts.")] = False,
          db: DbOption = DEFAULT_DB) -> None:
-    """Build a synthetic demo shop (customers, catalog, 90 days of events) to try pushgen.
+    """Try pushgen end to end on a synthetic shop: build it, train, rank, draft.
 
-    About 20 events per customer. Re-running with the same seed changes
+    Builds customers, a catalog and 90 days of events (about 20 per customer), trains the
+    LightFM hybrid, then ranks and drafts one template campaign per channel (demo-sms,
+    demo-push, demo-email) ready for review. Re-running with the same seed changes
     nothing; a database holding other data is refused.
 
     Example: [bold]pushgen demo --db demo.db --seed 7[/]
     """
-    run_demo(db, seed, users, items, Console())
+    console = Console()
+    summary = run_demo(db, seed, users, items, console)
+    if not shop_only:
+        run_demo_pipeline(db, console, shop_changed=summary.changed > 0)
 
 
 def _pct(part: int, whole: int) -> str:
@@ -179,12 +227,21 @@ def _pct(part: int, whole: int) -> str:
 
 
 @app.command("stats")
-def stats(db: DbOption = DEFAULT_DB) -> None:
+def stats(campaign: Annotated[str | None, typer.Option(
+              "--campaign", "-c", help="Report on one campaign: drafts per status, check "
+                                       "failures by kind, approval rate, tokens.")] = None,
+          db: DbOption = DEFAULT_DB) -> None:
     """Show what the database holds: rows per table, consent per channel, events per kind.
 
-    Example: [bold]pushgen stats --db demo.db[/]
+    Examples: [bold]pushgen stats --db demo.db[/], [bold]pushgen stats --campaign demo-sms[/]
     """
     store = open_store(db, create=False)
+    if campaign is not None:
+        from ..review import campaign_report
+        from .reviewing import print_campaign_report
+
+        print_campaign_report(campaign_report(store, campaign))
+        return
     console = Console()
     counts = table_counts(store)
     extra = catalog.catalog_counts(store)

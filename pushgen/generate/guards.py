@@ -24,7 +24,7 @@ from ..channels import (
 )
 from ..messages import CampaignSettings, CheckResult, ItemFacts, Message, MessageContext, Recipient
 
-__all__ = ["Guard", "check_draft", "prompt_fields", "INJECTION_PHRASES", "extract_amounts",
+__all__ = ["Guard", "check_draft", "store_guard", "prompt_fields", "INJECTION_PHRASES", "extract_amounts",
            "extract_discounts"]
 
 # Text that only shows up in copy when a model echoed its instructions or an injected
@@ -559,6 +559,13 @@ def check_draft(message: Message, ctx: MessageContext, *,
             cached = _guards[key] = (catalog_titles, Guard(catalog_titles))
         guard = cached[1]
     return guard.check(message, ctx, forbidden_values=forbidden_values)
+
+
+def store_guard(db: Any) -> Guard:
+    """A Guard over every catalog item in the database (titles and Chinese titles)."""
+    from ..store.catalog import catalog_titles
+
+    return Guard(catalog_titles(db))
 
 
 def prompt_fields(recipient: Recipient, settings: CampaignSettings) -> dict[str, Any]:

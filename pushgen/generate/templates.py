@@ -315,6 +315,9 @@ class Renderer:
         locale = ctx.recipient.locale or FALLBACK_LOCALE
         compiled = self.resolve(channel, name, locale)
         items = list(ctx.items[: max(settings.items_per_message, 1)])
+        if not items:
+            raise PushgenError(f"user {ctx.recipient.external_id}: no recommended items, "
+                               "nothing to write about (rank the campaign first)")
         base = {
             "recipient": ctx.recipient, "settings": settings, "campaign": settings,
             "locale": locale, "lang": _lang(locale), "channel": channel,
@@ -361,7 +364,8 @@ class Renderer:
                     fields[fld] = _tidy(text, fld)
             except Exception:
                 plain.environment.handle_exception()  # re-raises with template line numbers
-        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
+                AttributeError) as exc:
             # A mistake in a template (typo, bad filter argument...), never a traceback.
             raise _template_error(exc, compiled) from None
         return fields

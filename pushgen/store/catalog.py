@@ -282,3 +282,19 @@ __all__ = [
     "iter_users", "iter_items", "iter_events", "get_user", "get_items",
     "catalog_counts", "consent_counts", "event_kind_counts", "event_time_range", "locale_counts",
 ]
+
+
+def catalog_titles(db: Database) -> dict[str, list[str]]:
+    """sku -> [title, Chinese title if any] for the product-mention guard."""
+    out: dict[str, list[str]] = {}
+    for sku, title, attrs in db.execute("SELECT sku, title, attributes FROM items"):
+        zh = (loads(attrs, {}) or {}).get("title_zh")
+        out[sku] = [title] + ([zh] if isinstance(zh, str) and zh.strip() else [])
+    return out
+
+
+def catalog_signature(db: Database) -> tuple[Any, ...]:
+    """Changes whenever the catalog does (for caching a guard built from it)."""
+    row = db.execute("SELECT count(*), max(updated_at), max(id) FROM items").fetchone()
+    folder = db.execute("PRAGMA database_list").fetchone()
+    return (folder[2] if folder else "", *row)

@@ -193,20 +193,17 @@ def campaign_draft_counts(db: Database, campaign_id: int) -> dict[str, Any]:
 
 
 def sample_drafts(db: Database, campaign_id: int, limit: int = 3) -> list[dict[str, Any]]:
-    """A few drafts of a campaign, one per locale first, for printing examples."""
+    """A few drafts of a campaign, the first of each locale first, for printing examples."""
     rows = db.execute(
         """SELECT d.id, u.external_id, d.locale, d.content, d.passed, d.generator
-           FROM drafts d JOIN users u ON u.id = d.user_id WHERE d.campaign_id = ?
-           ORDER BY d.locale != 'zh-CN', d.id LIMIT 200""", [campaign_id]).fetchall()
-    seen: set[str] = set()
-    picked = []
-    for r in rows:
-        if r[2] not in seen:
-            seen.add(r[2])
-            picked.append(r)
-    picked += [r for r in rows if r not in picked]
+           FROM drafts d JOIN users u ON u.id = d.user_id
+           WHERE d.id IN (SELECT min(id) FROM drafts WHERE campaign_id = ? GROUP BY locale)
+              OR d.id IN (SELECT id FROM drafts WHERE campaign_id = ? ORDER BY id LIMIT ?)
+           ORDER BY d.id IN (SELECT min(id) FROM drafts WHERE campaign_id = ? GROUP BY locale)
+                    DESC, d.id""",
+        [campaign_id, campaign_id, limit, campaign_id]).fetchall()
     return [{"id": r[0], "user": r[1], "locale": r[2], "content": loads(r[3], {}),
-             "passed": bool(r[4]), "generator": r[5]} for r in picked[:limit]]
+             "passed": bool(r[4]), "generator": r[5]} for r in rows[:limit]]
 
 
 def user_id(db: Database, external_id: str) -> int | None:

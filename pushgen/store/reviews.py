@@ -218,22 +218,6 @@ def generator_totals(db: Database, campaign_id: int) -> list[dict[str, Any]]:
         "GROUP BY generator ORDER BY generator", [campaign_id]))
 
 
-def catalog_titles(db: Database) -> dict[str, list[str]]:
-    """sku -> [title, Chinese title if any] for the product-mention guard."""
-    out: dict[str, list[str]] = {}
-    for sku, title, attrs in db.execute("SELECT sku, title, attributes FROM items"):
-        zh = (loads(attrs, {}) or {}).get("title_zh")
-        out[sku] = [title] + ([zh] if isinstance(zh, str) and zh.strip() else [])
-    return out
-
-
-def catalog_signature(db: Database) -> tuple[Any, ...]:
-    """Changes whenever the catalog does (for caching a guard built from it)."""
-    row = db.execute("SELECT count(*), max(updated_at), max(id) FROM items").fetchone()
-    folder = db.execute("PRAGMA database_list").fetchone()
-    return (folder[2] if folder else "", *row)
-
-
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     """JSON columns of a fetched draft row as Python objects."""
     out = dict(row)
@@ -248,6 +232,6 @@ __all__ = [
     "write_transaction", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
     "count_drafts", "draft_ids", "events_for", "last_event", "update_draft",
     "approvable_drafts", "set_status_many", "exportable_drafts", "status_counts",
-    "failed_check_counts", "distinct_values", "generator_totals", "catalog_titles",
-    "catalog_signature", "decode_row",
+    "failed_check_counts", "distinct_values", "generator_totals",
+    "decode_row",
 ]
