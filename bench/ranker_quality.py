@@ -143,7 +143,6 @@ def sweep(base: EvalData, params: TrainParams) -> None:
             s._normalize = True
         rows.append(s)
     table("Weighting sweep (ua.base -> ua.test)", compare(base, rows, k=10))
-    del FeatureConfig
 
 
 if __name__ == "__main__":

@@ -128,12 +128,12 @@ class _Checker:
 
 
 def _template_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
-                   forbidden: dict[int, list[str]], report: DraftReport) -> list[dict]:
+                   forbidden: dict[int, list[str]], template_dirs: list | None) -> list[dict]:
     from .generate.templates import render
 
     rows = []
     for ctx in contexts:
-        rendered = render(ctx, template=ctx.settings.template)
+        rendered = render(ctx, template=ctx.settings.template, template_dirs=template_dirs)
         checks = check(rendered.message, ctx, forbidden.get(ctx.recipient.user_id, []))
         rows.append(_row(campaign_id, ctx, rendered.message, checks, generator="template",
                          template_name=f"{rendered.template_name}@{rendered.template_version}"))
@@ -142,7 +142,7 @@ def _template_rows(campaign_id: int, contexts: list[MessageContext], check: _Che
 
 def _llm_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
               forbidden: dict[int, list[str]], llm: Any, report: DraftReport,
-              progress: Progress | None) -> list[dict]:
+              template_dirs: list | None) -> list[dict]:
     """LLM drafts; a failing draft gets one repair with its failures, then the template."""
     from .generate.templates import render
 
@@ -181,7 +181,7 @@ def _llm_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
             continue
         why = retry.get(i, [])
         failures = [c.name for c in checks if not c.ok] or [res.error or "no valid answer"]
-        rendered = render(ctx, template=ctx.settings.template)
+        rendered = render(ctx, template=ctx.settings.template, template_dirs=template_dirs)
         fb_checks = check(rendered.message, ctx, forbidden.get(ctx.recipient.user_id, []))
         report.fallbacks += 1
         rows.append(_row(
@@ -206,11 +206,14 @@ def draft_campaign(
     progress: Progress | None = None,
     on_audience: Callable[[int], None] | None = None,
     llm_client: Any = None,
+    template_dirs: list | None = None,
 ) -> DraftReport:
     """Draft ``name`` for every user of its audience who has no draft yet.
 
-    ``generator`` is ``template`` or ``llm`` (then ``llm`` says which endpoint). Rerunning
-    a finished campaign changes nothing; ``regenerate`` rewrites drafts not yet reviewed.
+    ``generator`` is ``template`` or ``llm`` (then ``llm`` says which endpoint; the template
+    is the fallback). ``template_dirs`` are folders of your own templates that override the
+    bundled ones by name. Rerunning a finished campaign changes nothing; ``regenerate``
+    rewrites drafts not yet reviewed. ``progress(n)`` is called after each committed batch.
     """
     if generator not in ("template", "llm"):
         raise PushgenError(f"unknown generator {generator!r}: use template or llm")
@@ -254,10 +257,10 @@ def draft_campaign(
         report.no_items += no_items
         forbidden = store.contact_values(db, batch)
         if generator == "template":
-            rows = _template_rows(campaign_id, contexts, check, forbidden, report)
+            rows = _template_rows(campaign_id, contexts, check, forbidden, template_dirs)
         else:
             rows = _llm_rows(campaign_id, contexts, check, forbidden, llm_client, report,
-                             progress)
+                             template_dirs)
         report.drafted += store.write_drafts(db, rows, regenerate=regenerate)
         report.passed += sum(1 for r in rows if r["passed"])
         report.failed += sum(1 for r in rows if not r["passed"])

@@ -67,6 +67,8 @@ def draft(
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="Campaign TOML: voice, sender, limits, audience, rank rules.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Template name (default: default).")] = None,
+    template_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder of your own templates; overrides built-ins by name.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Draft for at most N users.")] = None,
     regenerate: Annotated[bool, typer.Option(
         help="Rewrite drafts that are still unreviewed (approved/rejected ones are kept).")] = False,
@@ -124,6 +126,7 @@ def draft(
         report = draft_campaign(
             store, campaign, cfg, generator=generator, variants=variants,
             regenerate=regenerate, llm=llm,
+            template_dirs=[template_dir] if template_dir else None,
             on_audience=lambda n: bar.update(task, total=n),
             progress=lambda n: bar.advance(task, n))
     print_draft_report(report)

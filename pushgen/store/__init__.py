@@ -44,6 +44,9 @@ def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = Tru
     db = Database(p)
     db.conn.execute("PRAGMA busy_timeout = 10000")
     db.enable_wal()
+    # In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
+    # which pushgen redoes on rerun (imports are idempotent, campaigns resume).
+    db.conn.execute("PRAGMA synchronous = NORMAL")
     db.conn.execute("PRAGMA foreign_keys = ON")
     migrations.apply(db)
     return db

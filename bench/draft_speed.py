@@ -1,0 +1,193 @@
+"""Drafting speed: template SMS end to end, and LLM drafting against a local slow server.
+
+    python bench/draft_speed.py --users 100000 --llm-drafts 1000
+
+1. Template path: a demo shop of --users customers is built and a model trained (cached in
+   --workdir between runs), then ``draft_campaign`` drafts an SMS campaign for every
+   consented user: audience + rank + render + check + store. Run in a child process so its
+   peak RSS is the drafting alone (plus imports), printed next to drafts/s.
+2. LLM path: --llm-drafts SMS drafts through the real openai client against the test
+   suite's fake Chat Completions server with --latency seconds per call at --concurrency,
+   compared with the ideal n * latency / concurrency; then the same campaign is redrafted
+   (--regenerate) and the number of HTTP calls counted (all must be cache hits).
+
+Ends with: RESULT template_drafts_per_s=… llm_ratio_to_ideal=… llm_calls_rerun=… peak_mb=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the fake OpenAI server lives with the tests
+
+
+def _shop(workdir: Path, users: int, events_per_user: int) -> Path:
+    from pushgen.demo import build_demo_shop
+    from pushgen.ranker import TrainParams, train
+    from pushgen.store import open_store
+
+    db_path = workdir / f"shop-{users}.db"
+    if db_path.exists():
+        return db_path
+    tmp = db_path.with_suffix(".building.db")
+    for p in workdir.glob(tmp.name + "*"):
+        p.unlink()
+    db = open_store(tmp)
+    t = time.perf_counter()
+    build_demo_shop(db, seed=11, n_users=users, n_items=400, n_events=events_per_user * users)
+    print(f"built shop: {users:,} users in {time.perf_counter() - t:.1f} s", flush=True)
+    t = time.perf_counter()
+    train(db, TrainParams(epochs=5))
+    print(f"trained model in {time.perf_counter() - t:.1f} s", flush=True)
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.conn.close()
+    tmp.rename(db_path)
+    # the model artifact path is stored relative to the database folder: still valid
+    return db_path
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it is not inherited
+    from the parent across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child_template(db_path: str, channel: str) -> None:
+    """Runs in a fresh process: draft one campaign, print JSON with timing and peak RSS."""
+    from pushgen.campaign import draft_campaign
+    from pushgen.config import load_campaign_config
+    from pushgen.store import open_store
+
+    db = open_store(db_path)
+    name = f"bench-{channel}-{time.time_ns()}"
+    base_rss = _peak_rss_mb()
+    t = time.perf_counter()
+    report = draft_campaign(db, name, load_campaign_config(None, name=name, channel=channel))
+    seconds = time.perf_counter() - t
+    peak = _peak_rss_mb()
+    print(json.dumps({"drafted": report.drafted, "seconds": seconds, "peak_mb": peak,
+                      "rss_after_imports_mb": base_rss, "passed": report.passed}))
+
+
+def _template(db_path: Path, channel: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(db_path), channel],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _serve(latency: float, conn) -> None:
+    """Child process: the fake Chat Completions server, so it does not share our GIL."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI(latency=latency) as server:
+        conn.send(server.url)
+        conn.recv()  # until the parent says stop
+        conn.send(server.max_in_flight)
+
+
+def _llm(workdir: Path, n: int, latency: float, concurrency: int) -> dict:
+    import multiprocessing as mp
+
+    from pushgen.campaign import LLMOptions, draft_campaign
+    from pushgen.config import load_campaign_config
+    from pushgen.demo import build_demo_shop
+    from pushgen.generate.llm import LLMGenerator
+    from pushgen.ranker import TrainParams, train
+    from pushgen.store import open_store
+
+    db_path = workdir / f"llm-{time.time_ns()}.db"
+    db = open_store(db_path)
+    # enough users that n of them consent to SMS and have a phone
+    users = int(n * 1.4) + 50
+    build_demo_shop(db, seed=5, n_users=users, n_items=400, n_events=users * 10)
+    # Demo first names repeat, and two users with the same name and items share one prompt
+    # (and one call). Make every prompt distinct so the benchmark makes n real calls.
+    db.execute("UPDATE users SET name = name || ' ' || id")
+    db.conn.commit()
+    train(db, TrainParams(epochs=5))
+    cfg = load_campaign_config(None, name="llm-bench", channel="sms")
+    cfg.settings.allowed_profile_fields = ["name", "locale"]
+    cfg.audience.limit = n
+    parent, child = mp.Pipe()
+    proc = mp.get_context("fork").Process(target=_serve, args=(latency, child), daemon=True)
+    proc.start()
+    url = parent.recv()
+    try:
+        opts = LLMOptions(model="bench-model", base_url=url, concurrency=concurrency)
+        client = LLMGenerator(db, **vars(opts))   # built (and openai imported) before timing
+        t = time.perf_counter()
+        first = draft_campaign(db, "llm-bench", cfg, generator="llm", llm=opts,
+                               batch_size=n, llm_client=client)
+        elapsed = time.perf_counter() - t
+        calls_first = client.calls
+        t = time.perf_counter()
+        again = draft_campaign(db, "llm-bench", cfg, generator="llm", llm=opts,
+                               regenerate=True, batch_size=n, llm_client=client)
+        rerun_seconds = time.perf_counter() - t
+        calls_rerun = client.calls - calls_first
+        parent.send("stop")
+        in_flight = parent.recv()
+    finally:
+        proc.terminate()
+    ideal = first.drafted * latency / concurrency
+    return {"drafted": first.drafted, "elapsed": elapsed, "ideal": ideal,
+            "ratio": elapsed / ideal if ideal else float("nan"), "calls": calls_first,
+            "calls_rerun": calls_rerun, "rerun_seconds": rerun_seconds,
+            "redrafted": again.drafted, "max_in_flight": in_flight,
+            "fallbacks": first.fallbacks}
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _child_template(sys.argv[2], sys.argv[3])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=100_000, help="demo shop size for the "
+                    "template run")
+    ap.add_argument("--events-per-user", type=int, default=10)
+    ap.add_argument("--llm-drafts", type=int, default=1000)
+    ap.add_argument("--latency", type=float, default=0.2, help="seconds per LLM call")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--channels", default="sms", help="comma list for the template run")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/pushgen-bench"))
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    db_path = _shop(args.workdir, args.users, args.events_per_user)
+    print(f"\nTemplate drafting, {args.users:,}-user demo shop (rank + render + check + store)")
+    print(f"{'channel':<8} {'drafts':>8} {'seconds':>8} {'drafts/s':>9} {'peak MB':>8} "
+          f"{'MB after imports':>17}")
+    results = {}
+    for channel in args.channels.split(","):
+        r = _template(db_path, channel)
+        results[channel] = r
+        print(f"{channel:<8} {r['drafted']:>8,} {r['seconds']:>8.1f} "
+              f"{r['drafted'] / r['seconds']:>9,.0f} {r['peak_mb']:>8.0f} "
+              f"{r['rss_after_imports_mb']:>17.0f}")
+
+    llm = _llm(args.workdir, args.llm_drafts, args.latency, args.concurrency)
+    print(f"\nLLM drafting via the openai client, {args.latency * 1000:.0f} ms per call, "
+          f"concurrency {args.concurrency}")
+    print(f"{'drafts':>7} {'calls':>6} {'elapsed s':>10} {'ideal s':>8} {'ratio':>6} "
+          f"{'max in flight':>14} {'rerun calls':>12} {'rerun s':>8}")
+    print(f"{llm['drafted']:>7,} {llm['calls']:>6,} {llm['elapsed']:>10.2f} "
+          f"{llm['ideal']:>8.2f} {llm['ratio']:>6.2f} {llm['max_in_flight']:>14} "
+          f"{llm['calls_rerun']:>12} {llm['rerun_seconds']:>8.2f}")
+    sms = results.get("sms") or next(iter(results.values()))
+    print(f"RESULT template_drafts_per_s={sms['drafted'] / sms['seconds']:.0f} "
+          f"llm_ratio_to_ideal={llm['ratio']:.2f} llm_calls_rerun={llm['calls_rerun']} "
+          f"peak_mb={sms['peak_mb']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
