@@ -73,10 +73,27 @@ def _campaign_json(config: CampaignConfig) -> dict[str, Any]:
     return data
 
 
-def _rank_rules(rank: dict[str, Any]):
-    from .ranker import RankRules
+def _audience(db: Database, name: str, config: CampaignConfig, *, variants: int,
+              include_drafted: bool = False) -> tuple[int, list[int]]:
+    """Save the campaign and return its id and the users it may draft for."""
+    settings, aud = config.settings, config.audience
+    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config))
+    user_ids = store.audience_user_ids(
+        db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
+        profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
+        frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days,
+        include_drafted=include_drafted, limit=aud.limit)
+    return campaign_id, user_ids
 
-    return RankRules(**{k: v for k, v in rank.items() if k != "top_k"})
+
+def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
+          variants: int = 1):
+    """Rank ``user_ids`` with the campaign's rules; enough items for every variant."""
+    from .ranker import RankRules, rank_campaign
+
+    rules = RankRules(**{k: v for k, v in config.rank.items() if k != "top_k"})
+    k = int(config.rank.get("top_k", max(config.settings.items_per_message, variants)))
+    return rank_campaign(db, name, k=k, rules=rules, user_ids=user_ids)
 
 
 def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: list[int],
@@ -222,33 +239,23 @@ def draft_campaign(
     started = time.perf_counter()
     settings = config.settings
     report = DraftReport(campaign=name, channel=settings.channel)
-    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config))
-    aud = config.audience
-    user_ids = store.audience_user_ids(
-        db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
-        profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
-        frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days,
-        include_drafted=regenerate, limit=aud.limit)
-    report.audience = len(user_ids)
-    if on_audience:
-        on_audience(len(user_ids))
-    if not user_ids:
-        report.seconds = time.perf_counter() - started
-        return report
-
-    from .ranker import rank_campaign
-
-    k = int(config.rank.get("top_k", max(settings.items_per_message, variants)))
-    summary = rank_campaign(db, name, k=k, rules=_rank_rules(config.rank), user_ids=user_ids)
-    report.ranked_by_source = dict(getattr(summary, "by_source", {}) or {})
-
-    if generator == "llm" and llm_client is None:
+    if generator == "llm" and llm_client is None:   # fail fast on a bad endpoint setup
         if llm is None:
             raise PushgenError("--generator llm needs --model (and --base-url for a "
                                "non-OpenAI endpoint)")
         from .generate.llm import LLMGenerator
 
         llm_client = LLMGenerator(db, **dataclasses.asdict(llm))
+    campaign_id, user_ids = _audience(db, name, config, variants=variants,
+                                      include_drafted=regenerate)
+    report.audience = len(user_ids)
+    if on_audience:
+        on_audience(len(user_ids))
+    if not user_ids:
+        report.seconds = time.perf_counter() - started
+        return report
+    report.ranked_by_source = dict(_rank(db, name, config, user_ids, variants).by_source)
+
     check = _Checker(db)
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start:start + batch_size]
@@ -276,20 +283,13 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
             variants: int = 1, samples: int = 2) -> DryRun:
     """Rank the audience and build the LLM prompts, but call nothing and write no draft."""
     from .generate.llm import LLMGenerator
-    from .ranker import rank_campaign
 
     settings = config.settings
-    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config))
-    aud = config.audience
-    user_ids = store.audience_user_ids(
-        db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
-        profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
-        frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days, limit=aud.limit)
+    campaign_id, user_ids = _audience(db, name, config, variants=variants)
     if not user_ids:
         return DryRun(0, [], 0, 0)
     sample_ids = user_ids[:max(samples, 1) * 20]
-    k = int(config.rank.get("top_k", max(settings.items_per_message, variants)))
-    rank_campaign(db, name, k=k, rules=_rank_rules(config.rank), user_ids=sample_ids)
+    _rank(db, name, config, sample_ids)
     contexts, _ = _contexts(db, campaign_id, config, sample_ids, 1, {})
     gen = LLMGenerator(db, **dataclasses.asdict(llm))
     prompts = gen.dry_run(contexts)
@@ -305,14 +305,12 @@ def preview_message(db: Database, name: str, config: CampaignConfig, user_extern
                     ) -> tuple[Message, list[CheckResult], MessageContext]:
     """Render ``config.settings.template`` for one user with fresh recommendations, checked."""
     from .generate.templates import render
-    from .ranker import rank_campaign
 
     uid = store.user_id(db, user_external_id)
     if uid is None:
         raise PushgenError(f"no user with external id {user_external_id!r}")
     campaign_id = store.save_campaign(db, name, config.settings.channel, _campaign_json(config))
-    k = int(config.rank.get("top_k", config.settings.items_per_message))
-    rank_campaign(db, name, k=k, rules=_rank_rules(config.rank), user_ids=[uid])
+    _rank(db, name, config, [uid])
     contexts, _ = _contexts(db, campaign_id, config, [uid], 1, {})
     if not contexts:
         raise PushgenError(f"user {user_external_id!r} has no eligible item to recommend")

@@ -228,3 +228,30 @@ def test_draft_without_model_is_a_clear_error(tmp_path: Path, runner) -> None:
     build_demo_shop(open_store(db_path), seed=1, n_users=50, n_items=20, n_events=500)
     res = runner.invoke(app, ["draft", "-c", "x", "--db", str(db_path)])
     assert res.exit_code == 1 and "pushgen train" in res.output
+
+
+def test_cli_templates_list_and_preview(shop: Path, runner, tmp_path: Path) -> None:
+    listed = runner.invoke(app, ["templates", "list"])
+    assert listed.exit_code == 0, listed.output
+    for channel in ("sms", "push", "email"):
+        assert channel in listed.output
+    assert "zh-CN" in listed.output and "bundled" in listed.output
+    user = _rows(shop, "SELECT external_id FROM users WHERE locale = 'zh-CN' "
+                       "AND id IN (SELECT user_id FROM events) LIMIT 1")[0][0]
+    shown = runner.invoke(app, ["templates", "preview", "default", "--user", user,
+                                "--channel", "sms", "--db", str(shop)])
+    assert shown.exit_code == 0, shown.output
+    assert "回复TD退订" in shown.output and "sms.segments" in shown.output
+    # a user's own template with a typo: one clear line naming the file
+    own = tmp_path / "mine" / "sms"
+    own.mkdir(parents=True)
+    (own / "default.en-US.j2").write_text("{% block text %}Hi {{ recipient.nmae }}"
+                                          "{% endblock %}", encoding="utf-8")
+    en_user = _rows(shop, "SELECT external_id FROM users WHERE locale = 'en-US' LIMIT 1")[0][0]
+    bad = runner.invoke(app, ["templates", "preview", "default", "--user", en_user,
+                              "--template-dir", str(tmp_path / "mine"), "--db", str(shop)])
+    assert bad.exit_code == 1 and "default.en-US.j2" in bad.output
+    assert "Traceback" not in bad.output
+    unknown = runner.invoke(app, ["templates", "preview", "default", "--user", "nobody",
+                                  "--db", str(shop)])
+    assert unknown.exit_code == 1 and "nobody" in unknown.output

@@ -148,9 +148,9 @@ def templates_list(
     """
     from ..generate.templates import list_templates
 
-    t = Table("channel", "name", "locale", "source")
+    t = Table("channel", "name", "locale", "version", "from")
     for info in list_templates([template_dir] if template_dir else None):
-        t.add_row(info.channel, info.name, info.locale, str(info.source))
+        t.add_row(info.channel, info.template, info.locale, info.version, info.origin)
     console.print(t)
 
 
