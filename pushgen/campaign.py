@@ -53,6 +53,7 @@ class DraftReport:
     tokens_completion: int = 0
     llm_calls: int = 0
     ranked_by_source: dict[str, int] = field(default_factory=dict)
+    empty_reason: str = ""        # why the audience is empty, when it is
     seconds: float = 0.0
 
 
@@ -69,6 +70,7 @@ class DryRun:
 def _campaign_json(config: CampaignConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config.settings)
     data["audience"] = dataclasses.asdict(config.audience)
+    data["audience"].pop("limit")   # a per-run option (trial runs), not part of the campaign
     data["rank"] = dict(config.rank)
     return data
 
@@ -77,13 +79,39 @@ def _audience(db: Database, name: str, config: CampaignConfig, *, variants: int,
               include_drafted: bool = False) -> tuple[int, list[int]]:
     """Save the campaign and return its id and the users it may draft for."""
     settings, aud = config.settings, config.audience
-    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config))
+    if not name.strip():
+        raise PushgenError("a campaign needs a name (--campaign NAME)")
+    campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config),
+                                      allow_config_change=include_drafted)
     user_ids = store.audience_user_ids(
         db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
         profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
         frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days,
         include_drafted=include_drafted, limit=aud.limit)
     return campaign_id, user_ids
+
+
+def _why_empty(db: Database, campaign_id: int, config: CampaignConfig, variants: int) -> str:
+    """Which step of the audience left nobody: consent, each filter, or earlier drafts."""
+    channel, aud = config.settings.channel, config.audience
+    steps: list[tuple[str, dict[str, Any]]] = [
+        (f"consent to {channel} (and a contact for it)", {}),
+        ("the profile filter", {"profile": aud.profile}),
+        ("the locale filter", {"locales": aud.locales}),
+        (f"activity in the last {aud.active_within_days} days",
+         {"active_within_days": aud.active_within_days}),
+        (f"the frequency cap ({aud.frequency_cap} per {aud.frequency_days} days)",
+         {"frequency_cap": aud.frequency_cap, "frequency_days": aud.frequency_days}),
+    ]
+    kwargs: dict[str, Any] = {}
+    for label, extra in steps:
+        kwargs.update(extra)
+        n = len(store.audience_user_ids(db, channel=channel, campaign_id=campaign_id,
+                                        variants=variants, include_drafted=True, **kwargs))
+        if n == 0:
+            return f"no user is left after {label}"
+    return "every user of the audience already has a draft of this campaign " \
+           "(use --regenerate to redraft the unreviewed ones)"
 
 
 def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
@@ -164,6 +192,10 @@ def _llm_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
     from .generate.templates import render
 
     results = llm.generate_many(contexts)
+    if results and all(r.message is None for r in results):
+        # A dead endpoint or wrong setup: stop rather than quietly fall back for everyone.
+        raise PushgenError(f"the LLM answered none of {len(results)} request(s) of this batch "
+                           f"({results[0].error}); nothing of this batch was saved")
     checked: list[tuple[Any, list[CheckResult]]] = []
     retry: dict[int, list[str]] = {}
     for i, (ctx, res) in enumerate(zip(contexts, results)):
@@ -252,6 +284,7 @@ def draft_campaign(
     if on_audience:
         on_audience(len(user_ids))
     if not user_ids:
+        report.empty_reason = _why_empty(db, campaign_id, config, variants)
         report.seconds = time.perf_counter() - started
         return report
     report.ranked_by_source = dict(_rank(db, name, config, user_ids, variants).by_source)
@@ -309,7 +342,9 @@ def preview_message(db: Database, name: str, config: CampaignConfig, user_extern
     uid = store.user_id(db, user_external_id)
     if uid is None:
         raise PushgenError(f"no user with external id {user_external_id!r}")
-    campaign_id = store.save_campaign(db, name, config.settings.channel, _campaign_json(config))
+    existing = store.get_campaign(db, name)
+    campaign_id = (existing["id"] if existing else
+                   store.save_campaign(db, name, config.settings.channel, _campaign_json(config)))
     _rank(db, name, config, [uid])
     contexts, _ = _contexts(db, campaign_id, config, [uid], 1, {})
     if not contexts:

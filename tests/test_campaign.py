@@ -255,3 +255,44 @@ def test_cli_templates_list_and_preview(shop: Path, runner, tmp_path: Path) -> N
     unknown = runner.invoke(app, ["templates", "preview", "default", "--user", "nobody",
                                   "--db", str(shop)])
     assert unknown.exit_code == 1 and "nobody" in unknown.output
+
+
+def test_a_campaign_keeps_its_channel_and_config(shop: Path) -> None:
+    from pushgen.errors import PushgenError
+
+    db = open_store(shop)
+    draft_campaign(db, "keep", _cfg("keep", "sms", limit=3))
+    with pytest.raises(PushgenError, match="already has 3 sms draft"):
+        draft_campaign(db, "keep", _cfg("keep", "email", limit=3))
+    changed = _cfg("keep", "sms", limit=3)
+    changed.settings.banned_phrases = ["sale"]
+    with pytest.raises(PushgenError, match="different config"):
+        draft_campaign(db, "keep", changed)
+    # a trial --limit is not part of the campaign: a full rerun continues it
+    assert draft_campaign(db, "keep", _cfg("keep", "sms")).drafted > 0
+    # --regenerate accepts the new config (unreviewed drafts are rewritten with it)
+    assert draft_campaign(db, "keep", changed, regenerate=True).drafted > 0
+
+
+def test_empty_audience_says_which_filter_removed_everyone(shop: Path) -> None:
+    db = open_store(shop)
+    report = draft_campaign(db, "quiet", _cfg("quiet", "sms", active_within_days=1))
+    assert report.audience == 0 and report.drafted == 0
+    assert "activity in the last 1 days" in report.empty_reason
+    nobody = draft_campaign(db, "nobody", _cfg("nobody", "sms", profile={"tier": ["platinum"]}))
+    assert "profile filter" in nobody.empty_reason
+
+
+def test_dead_llm_endpoint_stops_the_run_without_saving(shop: Path) -> None:
+    import socket
+
+    from pushgen.errors import PushgenError
+
+    with socket.socket() as s:           # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = open_store(shop)
+    opts = LLMOptions(model="m", base_url=f"http://127.0.0.1:{port}/v1", max_attempts=1)
+    with pytest.raises(PushgenError, match="answered none"):
+        draft_campaign(db, "dead", _cfg("dead", "sms", limit=2), generator="llm", llm=opts)
+    assert _rows(shop, "SELECT count(*) FROM drafts")[0][0] == 0

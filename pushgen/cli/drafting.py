@@ -32,9 +32,11 @@ def print_draft_report(report: DraftReport, out: Console = console) -> None:
     if report.no_items:
         t.add_row("users with no eligible item (skipped)", str(report.no_items))
     if report.ranked_by_source:
-        t.add_row("ranked by", ", ".join(f"{k} {v}" for k, v in report.ranked_by_source.items()))
+        t.add_row("users ranked by", ", ".join(f"{k.replace('_', ' ')}: {v}"
+                                               for k, v in report.ranked_by_source.items()))
     if report.llm_calls or report.tokens_prompt:
-        t.add_row("LLM calls (cache hits cost none)", str(report.llm_calls))
+        t.add_row("LLM requests sent (retries included; cache hits cost none)",
+                  str(report.llm_calls))
         t.add_row("tokens prompt / completion",
                   f"{report.tokens_prompt} / {report.tokens_completion}")
         t.add_row("repaired after feedback", str(report.repaired))
@@ -62,22 +64,23 @@ def draft(
     channel: Annotated[Optional[str], typer.Option(
         help="sms, push or email (default: the config file's, else sms).")] = None,
     generator: Annotated[str, typer.Option(help="template or llm.")] = "template",
-    variants: Annotated[int, typer.Option(help="Drafts per user (variant n leads with the "
+    variants: Annotated[int, typer.Option(min=1, help="Drafts per user (variant n leads with the "
                                                 "n-th recommended item).")] = 1,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="Campaign TOML: voice, sender, limits, audience, rank rules.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Template name (default: default).")] = None,
     template_dir: Annotated[Optional[Path], typer.Option(
         help="Folder of your own templates; overrides built-ins by name.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Draft for at most N users.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Draft for at most N users "
+                                                             "(a trial run).")] = None,
     regenerate: Annotated[bool, typer.Option(
         help="Rewrite drafts that are still unreviewed (approved/rejected ones are kept).")] = False,
     model: Annotated[Optional[str], typer.Option(help="LLM model name.", envvar="PUSHGEN_MODEL")] = None,
     base_url: Annotated[Optional[str], typer.Option(
         help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.",
         envvar="OPENAI_BASE_URL")] = None,
-    concurrency: Annotated[int, typer.Option(help="LLM requests in flight.")] = 8,
-    timeout: Annotated[float, typer.Option(help="Seconds per LLM request.")] = 30.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="LLM requests in flight.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per LLM request.")] = 30.0,
     dry: Annotated[bool, typer.Option("--dry-run", help="LLM: print prompts and a token "
                                                          "estimate, call nothing.")] = False,
     db: DbOption = DEFAULT_DB,
@@ -95,7 +98,12 @@ def draft(
 
       pushgen draft -c spring --channel push --generator llm --model llama3 --base-url http://127.0.0.1:8080/v1
     """
+    if channel is not None and channel not in ("sms", "push", "email"):
+        raise PushgenError(f"--channel must be sms, push or email, not {channel!r}")
     cfg = load_campaign_config(config, name=campaign, channel=channel)
+    if config is None and cfg.settings.channel == "email":
+        console.print("[yellow]note:[/] no --config: using the demo sender name and postal "
+                      "address; set [sender] in a campaign config before real sends.")
     if template:
         cfg.settings.template = template
     if limit is not None:
@@ -130,6 +138,8 @@ def draft(
             on_audience=lambda n: bar.update(task, total=n),
             progress=lambda n: bar.advance(task, n))
     print_draft_report(report)
+    if report.empty_reason:
+        console.print(f"[yellow]Nothing to draft:[/] {report.empty_reason}.")
     print_examples(store, campaign)
 
 
@@ -171,6 +181,8 @@ def templates_preview(
     """
     from ..campaign import preview_message
 
+    if channel not in ("sms", "push", "email"):
+        raise PushgenError(f"--channel must be sms, push or email, not {channel!r}")
     store = open_store(db, create=False)
     cfg = load_campaign_config(config, name=campaign, channel=channel)
     cfg.settings.template = name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,19 @@ def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = Tru
         raise StoreError(f"{p}: no such database (run `pushgen demo` or `pushgen import` first)")
     if p.parent and not p.parent.exists():
         raise StoreError(f"{p}: folder {p.parent} does not exist")
-    db = Database(p)
-    db.conn.execute("PRAGMA busy_timeout = 10000")
-    db.enable_wal()
-    # In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
-    # which pushgen redoes on rerun (imports are idempotent, campaigns resume).
-    db.conn.execute("PRAGMA synchronous = NORMAL")
-    db.conn.execute("PRAGMA foreign_keys = ON")
-    migrations.apply(db)
+    if not str(path if path is not None else p).strip() or p.is_dir():
+        raise StoreError(f"{p}: not a database file (give --db a file name, e.g. shop.db)")
+    try:
+        db = Database(p)
+        db.conn.execute("PRAGMA busy_timeout = 10000")
+        db.enable_wal()
+        # In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
+        # which pushgen redoes on rerun (imports are idempotent, campaigns resume).
+        db.conn.execute("PRAGMA synchronous = NORMAL")
+        db.conn.execute("PRAGMA foreign_keys = ON")
+        migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{p}: not a pushgen database ({exc})") from None
     return db
 
 

@@ -8,16 +8,37 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from ..errors import PushgenError
 from ..messages import CHANNELS, Recipient
 from . import dumps, loads, now_iso
 
 _CONTACT = {"sms": "phone", "email": "email", "push": None}
 
 
-def save_campaign(db: Database, name: str, channel: str, config: dict[str, Any]) -> int:
-    """Create or update campaign ``name`` with its channel and config; return its id."""
+def save_campaign(db: Database, name: str, channel: str, config: dict[str, Any], *,
+                  allow_config_change: bool = False) -> int:
+    """Create or update campaign ``name`` with its channel and config; return its id.
+
+    Once a campaign has drafts its channel is fixed, and its config changes only with
+    ``allow_config_change`` (a regenerate): export reads the sender and unsubscribe URL
+    from it, so it must match the copy that was approved.
+    """
     if channel not in CHANNELS:
         raise ValueError(channel)
+    row = db.execute(
+        "SELECT c.channel, c.config, (SELECT count(*) FROM drafts d WHERE d.campaign_id = c.id) "
+        "FROM campaigns c WHERE c.name = ?", [name]).fetchone()
+    if row is not None and row[2]:
+        old_channel, old_config, n = row
+        if old_channel != channel:
+            raise PushgenError(
+                f"campaign {name!r} already has {n} {old_channel} draft(s); a campaign has one "
+                f"channel: use another name for the {channel} version")
+        if loads(old_config, {}) != config and not allow_config_change:
+            raise PushgenError(
+                f"campaign {name!r} was drafted with a different config; rerun with the same "
+                f"config, add --regenerate to redraft its unreviewed drafts with this one, "
+                f"or use another campaign name")
     now = now_iso()
     with db.conn:
         db.execute(
@@ -92,6 +113,8 @@ def audience_user_ids(
         params.extend([campaign_id, variants])
     sql = f"SELECT u.id FROM users u WHERE {' AND '.join(where)} ORDER BY u.id"
     if limit is not None:
+        if limit < 1:
+            raise PushgenError("--limit must be at least 1")
         sql += f" LIMIT {int(limit)}"
     return [r[0] for r in db.execute(sql, params)]
 
