@@ -2,6 +2,11 @@
 
 Only approved drafts leave (``again=True`` adds ones exported before), and consent is read
 again at export time: a customer who opted out after approval is skipped and counted.
+Catalog facts are re-checked too: a draft whose items changed price, sale price or currency,
+went inactive or out of stock since it was written is not exported but reopened (status
+draft, with a review event naming the change) so a reviewer sees why it did not go out.
+At most one message per customer per campaign leaves: of several approved variants only the
+lowest variant number is exported, and none once another variant was exported before.
 Files are written atomically (temp file in the same folder, fsync, ``os.replace``; .eml into
 a temp folder renamed at the end) and each export gets a new name
 ``<campaign>-<channel>-<UTC timestamp>.<ext>``, so an earlier batch is never overwritten.
@@ -43,9 +48,10 @@ FORMATS: dict[str, tuple[str, ...]] = {"email": ("csv", "jsonl", "eml"),
 # Exact CSV header per channel (the email one is what ESP importers map to merge fields).
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "email": ("email", "first_name", "subject", "preheader", "html", "text", "campaign",
-              "draft_id", "send_at"),
-    "sms": ("phone", "external_id", "text", "campaign", "draft_id", "send_at"),
-    "push": ("external_id", "title", "body", "deep_link", "campaign", "draft_id", "send_at"),
+              "draft_id", "variant", "send_at"),
+    "sms": ("phone", "external_id", "text", "campaign", "draft_id", "variant", "send_at"),
+    "push": ("external_id", "title", "body", "deep_link", "campaign", "draft_id", "variant",
+             "send_at"),
 }
 _CONTACT = {"email": "user_email", "sms": "user_phone", "push": "user_external_id"}
 
@@ -63,16 +69,23 @@ class ExportReport:
     skipped_no_consent: int = 0         # opted out of the channel since approval
     skipped_no_contact: int = 0         # no email address / phone number
     skipped_failing: int = 0            # approved but failing a check (should not happen)
+    skipped_stale: int = 0              # catalog changed since approval: reopened for review
+    skipped_extra_variant: int = 0      # another variant of the same customer goes / went out
     not_approved: int = 0               # drafts of the campaign still in review or rejected
+    already_exported: int = 0           # exported before (written again only with --again)
+    stale_reasons: list[str] = field(default_factory=list)  # "draft 12: SKU-1 price ..."
 
     @property
     def skipped(self) -> int:
-        return self.skipped_no_consent + self.skipped_no_contact + self.skipped_failing
+        return (self.skipped_no_consent + self.skipped_no_contact + self.skipped_failing
+                + self.skipped_stale + self.skipped_extra_variant)
 
 
 @dataclass
 class _Outgoing:
     draft_id: int
+    variant: int
+    user_id: int
     version: int
     status: str
     content: dict[str, str]
@@ -166,7 +179,7 @@ def write_folder_atomic(path: Path, files: Iterable[tuple[str, bytes]]) -> None:
 def _record(msg: _Outgoing, channel: str, campaign: str, send_at: str | None) -> dict[str, Any]:
     """One exported message as a flat dict (the CSV columns are a subset of it)."""
     base: dict[str, Any] = {"campaign": campaign, "draft_id": msg.draft_id,
-                            "send_at": send_at or ""}
+                            "variant": msg.variant, "send_at": send_at or ""}
     if channel == "email":
         return {"email": msg.email, "first_name": msg.recipient.first_name or "",
                 **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["email"]}, **base}
@@ -222,11 +235,43 @@ def build_eml(msg: _Outgoing, settings: CampaignSettings, *, date: _dt.datetime)
 # --- the export --------------------------------------------------------------------------
 
 
-def _select(rows: list[dict[str, Any]], channel: str, report: ExportReport) -> list[_Outgoing]:
-    """Drafts that may be sent now: consent (read now, not at approval), a contact, checks."""
+def _money(value: Any) -> str:
+    return "none" if value is None else f"{float(value):.2f}"
+
+
+def catalog_changes(items: list[dict[str, Any]], current: dict[str, dict[str, Any]]
+                    ) -> list[str]:
+    """Why a draft's items no longer match the catalog (empty when they still do)."""
+    changes: list[str] = []
+    for it in items:
+        sku = it.get("sku")
+        now = current.get(sku)
+        if now is None:
+            changes.append(f"{sku} no longer in the catalog")
+            continue
+        for key in ("price", "sale_price"):
+            old, new = it.get(key), now[key]
+            if (old is None) != (new is None) or (
+                    old is not None and abs(float(old) - float(new)) > 0.005):
+                changes.append(f"{sku} {key} {_money(old)} -> {_money(new)}")
+        if (it.get("currency") or "USD") != (now["currency"] or "USD"):
+            changes.append(f"{sku} currency {it.get('currency')} -> {now['currency']}")
+        if not now["active"]:
+            changes.append(f"{sku} inactive")
+        if now["stock"] is not None and now["stock"] <= 0:
+            changes.append(f"{sku} out of stock")
+    return changes
+
+
+def _select(db: Database, rows: list[dict[str, Any]], channel: str, report: ExportReport,
+            stale: list[tuple[dict[str, Any], str]]) -> list[_Outgoing]:
+    """Drafts that may be sent now: consent (read now, not at approval), a contact, checks,
+    unchanged catalog facts. Stale drafts are appended to ``stale`` with the reason."""
     out: list[_Outgoing] = []
-    for raw in rows:
-        r = store.decode_row(raw)
+    decoded = [store.decode_row(raw) for raw in rows]
+    current = store.catalog_facts(db, [it.get("sku") for r in decoded for it in r["items"]
+                                       if it.get("sku")])
+    for r in decoded:
         if not r[f"consent_{channel}"]:
             report.skipped_no_consent += 1
             continue
@@ -237,12 +282,36 @@ def _select(rows: list[dict[str, Any]], channel: str, report: ExportReport) -> l
         if not r["passed"] or not checks_pass([check_result(c) for c in r["checks"]]):
             report.skipped_failing += 1
             continue
+        changes = catalog_changes(r["items"], current)
+        if changes:
+            report.skipped_stale += 1
+            reason = "catalog changed since approval: " + "; ".join(changes)
+            report.stale_reasons.append(f"draft {r['id']}: {'; '.join(changes)}")
+            stale.append((r, reason))
+            continue
         recipient = Recipient(user_id=r["user_id"], external_id=r["user_external_id"],
                               name=r["user_name"], locale=r["locale"],
                               attributes=r["user_attributes"] or {})
-        out.append(_Outgoing(r["id"], r["version"], r["status"], r["content"], recipient,
-                             r["user_email"], r["user_phone"], r["locale"]))
+        out.append(_Outgoing(r["id"], r["variant"], r["user_id"], r["version"], r["status"],
+                             r["content"], recipient, r["user_email"], r["user_phone"],
+                             r["locale"]))
     return out
+
+
+def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int],
+                  report: ExportReport) -> list[_Outgoing]:
+    """The lowest variant of each customer, and none for a customer already sent one."""
+    best: dict[int, _Outgoing] = {}
+    for m in outgoing:
+        if m.user_id in already_sent:
+            report.skipped_extra_variant += 1
+        elif m.user_id not in best or m.variant < best[m.user_id].variant:
+            if m.user_id in best:
+                report.skipped_extra_variant += 1
+            best[m.user_id] = m
+        else:
+            report.skipped_extra_variant += 1
+    return sorted(best.values(), key=lambda m: m.draft_id)
 
 
 def _write(path: Path, fmt: str, channel: str, campaign: str, settings: CampaignSettings,
@@ -278,27 +347,52 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
         raise PushgenError(f"{out}: not a folder")
     cid = campaign_id(db, campaign)
     row = store.campaign_row(db, campaign)
+    by_channel = store.channel_counts(db, cid)
+    if not by_channel.get(channel):
+        if by_channel:
+            raise PushgenError(f"campaign {campaign} has {', '.join(sorted(by_channel))} "
+                               f"drafts, not {channel}: use `pushgen export "
+                               f"{sorted(by_channel)[0]} -c {campaign}`")
+        raise PushgenError(f"campaign {campaign} has no drafts yet (run `pushgen draft`)")
     settings = campaign_settings(json.loads(row["config"] or "{}"), campaign, channel)
     report = ExportReport(campaign=campaign, channel=channel, fmt=fmt)
     statuses = ("approved", "exported") if again else ("approved",)
     path: Path | None = None
     try:
         with store.write_transaction(db):
-            outgoing = _select(store.exportable_drafts(db, cid, channel, statuses), channel,
-                               report)
+            stale: list[tuple[dict[str, Any], str]] = []
+            outgoing = _select(db, store.exportable_drafts(db, cid, channel, statuses),
+                               channel, report, stale)
+            sent = set() if again else store.exported_user_ids(db, cid, channel)
+            outgoing = _one_per_user(outgoing, sent, report)
             report.not_approved = sum(
                 store.count_drafts(db, campaign_id=cid, channel=channel, status=s)
                 for s in ("draft", "rejected"))
+            report.already_exported = store.count_drafts(db, campaign_id=cid, channel=channel,
+                                                         status="exported")
+            now = now_iso()
+            who = actor or default_actor()
+            for r, reason in stale:
+                # Reopen (approved -> draft) so the reviewer sees why it did not go out; an
+                # already exported draft (--again) keeps its status and is only skipped.
+                if r["status"] == "approved":
+                    store.set_status_many(
+                        db, [{"id": r["id"], "version": r["version"], "status": r["status"],
+                              "content": r["content"]}], "draft",
+                        {"actor": who, "action": "reopen", "at": now, "reason": reason})
             if not outgoing:
                 return report
-            out.mkdir(parents=True, exist_ok=True)
-            path = _target(out, campaign, channel, fmt)
-            _write(path, fmt, channel, campaign, settings, outgoing, send_at)
-            now = now_iso()
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                path = _target(out, campaign, channel, fmt)
+                _write(path, fmt, channel, campaign, settings, outgoing, send_at)
+            except OSError as exc:
+                raise PushgenError(f"cannot write the export into folder {out}: "
+                                   f"{exc.strerror or exc}") from None
             changed = store.set_status_many(
                 db, [{"id": m.draft_id, "version": m.version, "status": m.status,
                       "content": m.content} for m in outgoing], "exported",
-                {"actor": actor or default_actor(), "action": "export", "at": now,
+                {"actor": who, "action": "export", "at": now,
                  "reason": f"{fmt} {path.name}" + (f" send_at {send_at}" if send_at else "")},
                 extra={"exported_at": now})
             if len(changed) != len(outgoing):  # pragma: no cover - the write lock prevents it
@@ -316,4 +410,5 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
 
 
 __all__ = ["ExportReport", "FORMATS", "CSV_COLUMNS", "export_campaign", "build_eml",
+           "catalog_changes",
            "parse_send_at", "write_text_atomic", "write_folder_atomic"]

@@ -48,7 +48,7 @@ def test_email_csv_round_trip(db, tmp_path):
     with open(rep.path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["email", "first_name", "subject", "preheader", "html",
-                                     "text", "campaign", "draft_id", "send_at"]
+                                     "text", "campaign", "draft_id", "variant", "send_at"]
         rows = list(reader)
     by_email = {r["email"]: r for r in rows}
     wang = by_email["wangfang@example.cn"]
@@ -102,13 +102,13 @@ def test_jsonl_round_trip_and_sms_push_csv(db, tmp_path):
     wang = next(x for x in lines if x["external_id"] == "u-wang")
     stored = draft_row(db, wang["draft_id"])["content"]
     assert {k: wang[k] for k in stored} == stored
-    assert (wang["email"], wang["locale"], wang["channel"]) == \
-        ("wangfang@example.cn", "zh-CN", "email")
+    assert (wang["email"], wang["locale"], wang["channel"], wang["variant"]) == \
+        ("wangfang@example.cn", "zh-CN", "email", 1)
 
     sms = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "out")
     with open(sms.path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["phone", "external_id", "text", "campaign", "draft_id", "send_at"]
+    assert list(rows[0]) == ["phone", "external_id", "text", "campaign", "draft_id", "variant", "send_at"]
     wang_sms = next(r for r in rows if r["external_id"] == "u-wang")
     assert wang_sms["phone"] == "+8613800138000"
     assert wang_sms["text"] == draft_row(db, int(wang_sms["draft_id"]))["content"]["text"]
@@ -164,7 +164,7 @@ def test_crash_mid_csv_write_leaves_nothing(db, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ex, "_write_csv", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PushgenError, match="cannot write the export into folder .*disk full"):
         ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "out")
     assert _files(tmp_path / "out") == []   # no partial file, no temp file
     rows = [draft_row(db, draft_id(db, "news", u)) for u in (1, 2, 3)]
@@ -228,3 +228,89 @@ def test_cli_export(db, db_path, runner, tmp_path):
                             "--send-at", "2026-12-01T09:00", "--db", str(db_path)])
     assert r.exit_code == 1
     assert draft_row(db, draft_id(db, "app", 1))["status"] == "approved"
+
+
+def test_catalog_change_since_approval_reopens_the_draft(db, db_path, runner, tmp_path):
+    db.execute("UPDATE items SET sale_price = 39.0 WHERE sku = 'SKU-1'")
+    db.execute("UPDATE items SET stock = 0 WHERE sku = 'SKU-2'")
+    db.conn.commit()
+    r = runner.invoke(app, ["export", "sms", "-c", "spring", "--out", str(tmp_path / "o"),
+                            "--db", str(db_path)])
+    assert r.exit_code == 0, r.output
+    assert "skipped 3: catalog changed since approval" in r.output
+    assert "SKU-1 sale_price 34.00 -> 39.00" in r.output
+    assert not (tmp_path / "o").exists()
+    d = draft_row(db, draft_id(db, "spring", 1))
+    assert d["status"] == "draft"
+    ev = events(db, d["id"])[-1]
+    assert (ev["action"], ev["status_before"], ev["status_after"]) == \
+        ("reopen", "approved", "draft")
+    assert ev["reason"] == ("catalog changed since approval: SKU-1 sale_price 34.00 -> 39.00; "
+                            "SKU-2 out of stock")
+    # inactive and currency changes count too; an unchanged catalog exports normally
+    db.execute("UPDATE items SET sale_price = CASE sku WHEN 'SKU-1' THEN 34.0 END, "
+               "stock = NULL, active = 0")
+    db.conn.commit()
+    rv.approve_all_passing(db, "app", actor="lead")
+    rep = ex.export_campaign(db, "app", "push", fmt="csv", out_dir=tmp_path / "o")
+    assert (rep.exported, rep.skipped_stale) == (0, 3)
+    assert "SKU-1 inactive" in rep.stale_reasons[0]
+    db.execute("UPDATE items SET active = 1")
+    db.conn.commit()
+    rv.approve_all_passing(db, "app", actor="lead")
+    rep = ex.export_campaign(db, "app", "push", fmt="csv", out_dir=tmp_path / "o")
+    assert (rep.exported, rep.skipped_stale) == (3, 0)
+
+
+def test_catalog_changes_compares_every_fact():
+    items = [{"sku": "A", "price": 19.99, "sale_price": None, "currency": "USD"},
+             {"sku": "B", "price": 5.0, "currency": "USD"}]
+    same = {"A": {"price": 19.99, "sale_price": None, "currency": "USD", "active": 1,
+                  "stock": 3},
+            "B": {"price": 5.0, "sale_price": None, "currency": "USD", "active": 1,
+                  "stock": None}}
+    assert ex.catalog_changes(items, same) == []
+    moved = {"A": {**same["A"], "price": 24.99, "currency": "EUR"}}
+    assert ex.catalog_changes(items, moved) == ["A price 19.99 -> 24.99", "A currency USD -> EUR",
+                                                "B no longer in the catalog"]
+
+
+def _add_variant(db, campaign: str, user_id: int, variant: int) -> int:
+    row = draft_row(db, draft_id(db, campaign, user_id))
+    row = {**row, "variant": variant, "status": "draft", "version": 1}
+    del row["id"]
+    for key in ("content", "checks", "items"):
+        row[key] = json.dumps(row[key], ensure_ascii=False)
+    return db["drafts"].insert(row).last_pk
+
+
+def test_one_message_per_user_lowest_variant(db, tmp_path):
+    extra = _add_variant(db, "spring", 1, 2)
+    rv.approve(db, extra, actor="lead")
+    rep = ex.export_campaign(db, "spring", "sms", fmt="jsonl", out_dir=tmp_path / "o")
+    lines = [json.loads(x) for x in rep.path.read_text(encoding="utf-8").splitlines()]
+    assert sorted((x["external_id"], x["variant"]) for x in lines) == \
+        [("u-ana", 1), ("u-bob", 1), ("u-wang", 1)]
+    assert (rep.exported, rep.skipped_extra_variant) == (3, 1)
+    assert draft_row(db, extra)["status"] == "approved"
+    # a later export must not send variant 2 to a customer who already got variant 1
+    later = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "o")
+    assert (later.exported, later.skipped_extra_variant, later.path) == (0, 1, None)
+
+
+def test_export_errors_are_one_line(db, db_path, runner, tmp_path):
+    r = runner.invoke(app, ["export", "email", "-c", "news", "--out", "/proc/nope",
+                            "--db", str(db_path)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "cannot write the export into folder /proc/nope" in r.output
+    assert draft_row(db, draft_id(db, "news", 1))["status"] == "approved"
+    r = runner.invoke(app, ["export", "email", "-c", "app", "--out", str(tmp_path / "o"),
+                            "--db", str(db_path)])
+    assert r.exit_code == 1 and "campaign app has push drafts, not email" in r.output
+
+
+def test_nothing_to_export_says_why(db_path, runner, tmp_path):
+    make_shop(db_path)
+    args = ["export", "sms", "-c", "spring", "--out", str(tmp_path / "o"), "--db", str(db_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "nothing approved yet" in r.output and "--again" not in r.output

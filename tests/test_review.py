@@ -283,7 +283,7 @@ def test_cli_approve_all_passing_and_stats(db, db_path, runner):
                             "--db", str(db_path)])
     assert r.exit_code == 0 and "approved 3 draft(s) of campaign news" in r.output
     r = runner.invoke(app, ["review", "stats", "--campaign", "news", "--db", str(db_path)])
-    assert r.exit_code == 0 and "approval rate" in r.output and "100% of 3" in r.output
+    assert r.exit_code == 0 and "approval rate" in r.output and "100.0% of 3" in r.output
     r = runner.invoke(app, ["review", "approve", "--all-passing", "--db", str(db_path)])
     assert r.exit_code == 1 and "--all-passing needs --campaign" in _output(r)
 
@@ -339,3 +339,46 @@ def test_cli_next_interactive(db, db_path, runner, monkeypatch):
 def test_cli_missing_database(runner, tmp_path):
     r = runner.invoke(app, ["review", "list", "--db", str(tmp_path / "none.db")])
     assert r.exit_code == 1 and "no such database" in _output(r)
+
+
+def test_cli_edit_editor_failure_is_one_line(db, db_path, runner, monkeypatch):
+    import click
+
+    def broken(text, **kw):
+        raise click.ClickException("Editing failed: [Errno 2] No such file or directory: 'vi'")
+
+    monkeypatch.setattr("pushgen.cli.reviewing.click.edit", broken)
+    did = draft_id(db, "news", 1)
+    r = runner.invoke(app, ["review", "edit", str(did), "--db", str(db_path)])
+    assert r.exit_code == 1 and not isinstance(r.exception, click.ClickException)
+    out = _output(r)
+    assert "could not open an editor" in out and f"review edit {did} --set" in out
+    assert draft_row(db, did)["version"] == 1
+
+
+def test_cli_next_without_terminal_reads_keys_from_stdin(db, db_path, runner, monkeypatch):
+    def no_tty(*a, **kw):
+        raise OSError(6, "No such device or address", "/dev/tty")
+
+    monkeypatch.setattr("pushgen.cli.reviewing.typer.getchar", no_tty)
+    r = runner.invoke(app, ["review", "next", "-c", "spring", "--db", str(db_path)],
+                      input="a\n")  # end of input after one key means quit
+    assert r.exit_code == 0, _output(r)
+    assert "approved 1, rejected 0, edited 0, skipped 0" in r.output
+    assert draft_row(db, draft_id(db, "spring", 1))["status"] == "approved"
+    assert draft_row(db, draft_id(db, "spring", 2))["status"] == "draft"
+
+
+def test_cli_list_refuses_negative_or_zero_paging(db, db_path, runner):
+    for args in (["--limit", "-1"], ["--limit", "0"], ["--offset", "-2"]):
+        r = runner.invoke(app, ["review", "list", *args, "--db", str(db_path)])
+        assert r.exit_code == 2, args
+    r = runner.invoke(app, ["review", "list", "--limit", "2", "--db", str(db_path)])
+    assert r.exit_code == 0 and "use --offset 2" in r.output
+
+
+def test_approval_rate_never_rounds_up_to_100():
+    from pushgen.cli.reviewing import _rate
+
+    assert _rate(round(1703 / 1704, 4)) == "99.9%"
+    assert _rate(1.0) == "100.0%" and _rate(0.5) == "50.0%" and _rate(0.00001) == "0.1%"

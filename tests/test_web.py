@@ -297,3 +297,15 @@ def test_browser_review_flow(served, db, tmp_path):
     assert [c["name"] for c in row["checks"] if not c["ok"]] == ["sms.segments"]
     ev = events(db, b)[0]
     assert (ev["action"], ev["reason"]) == ("edit", "longer pitch")
+
+
+def test_bad_page_and_bad_version_are_handled(client, db):
+    assert _page(client, page="abc") == _page(client, page="0")
+    did = draft_id(db, "spring", 1)
+    for action in ("approve", "edit"):
+        r = client.post(f"/drafts/{did}/{action}", data={"version": "abc", "token": TOKEN,
+                                                         "text": "x"})
+        assert r.status_code == 400, action
+        assert "version must be a whole number, not 'abc'" in r.get_data(as_text=True)
+    row = draft_row(db, did)
+    assert (row["status"], row["version"]) == ("draft", 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -191,12 +192,40 @@ def _print_edit(result: rv.EditResult) -> None:
 
 def _edit_in_editor(db, d: rv.DraftView, actor: str | None, reason: str | None
                     ) -> rv.EditResult | None:
-    text = click.edit(edit_form(d), extension=".txt", require_save=True)
+    try:
+        text = click.edit(edit_form(d), extension=".txt", require_save=True)
+    except click.ClickException as exc:  # editor missing or exited with an error
+        raise PushgenError(f"could not open an editor ({exc.format_message()}); set $EDITOR, "
+                           f"or edit without one: pushgen review edit {d.id} "
+                           "--set field=value") from None
     if text is None:
         console.print(f"Draft {d.id}: editor closed without saving; nothing changed.")
         return None
     changes = parse_edit_form(text, d.channel)
     return rv.edit(db, d.id, changes, actor=actor, expected_version=d.version, reason=reason)
+
+
+class _Keys:
+    """Single key presses from the terminal; without one (stdin piped, no /dev/tty) the
+    keys are read from stdin lines instead, and end of input means quit."""
+
+    def __init__(self) -> None:
+        self._line_mode = False
+        self._buffer = ""
+
+    def get(self) -> str:
+        if not self._line_mode:
+            try:
+                return typer.getchar()
+            except OSError:
+                self._line_mode = True
+        while not self._buffer:
+            line = sys.stdin.readline()
+            if not line:
+                return "q"
+            self._buffer = line
+        key, self._buffer = self._buffer[0], self._buffer[1:]
+        return key
 
 
 # --- review commands ----------------------------------------------------------------------
@@ -211,8 +240,8 @@ def list_cmd(
     failed_check: Annotated[Optional[str], typer.Option(
         "--failed-check", help="Only drafts failing this check, e.g. sms.segments.")] = None,
     locale: Annotated[Optional[str], typer.Option(help="e.g. zh-CN.")] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
-    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    limit: Annotated[int, typer.Option(help="Rows to show.", min=1)] = 50,
+    offset: Annotated[int, typer.Option(help="Rows to skip.", min=0)] = 0,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """List drafts with their status and failed checks.
@@ -372,6 +401,7 @@ def next_cmd(
         console.print("Nothing waiting for review.")
         return
     quit_ = False
+    keys = _Keys()
     for n, draft_id in enumerate(ids, 1):
         d = rv.get_draft(store, draft_id)
         if d.status != "draft":
@@ -381,7 +411,7 @@ def next_cmd(
         while True:
             console.print("[bold]a[/]pprove  [bold]r[/]eject  [bold]e[/]dit  [bold]s[/]kip  "
                           "[bold]q[/]uit > ", end="")
-            key = typer.getchar()
+            key = keys.get()
             if key.isspace():
                 continue
             console.print(key)
@@ -434,6 +464,17 @@ def stats_cmd(campaign: Annotated[str, typer.Option("--campaign", "-c", help="Ca
     print_campaign_report(rv.campaign_report(_open(db), campaign))
 
 
+def _rate(rate: float) -> str:
+    """One decimal, never rounded up to 100% (or down to 0%) unless exactly so."""
+    pct = rate * 100
+    text = f"{pct:.1f}%"
+    if text == "100.0%" and rate < 1:
+        text = "99.9%"
+    elif text == "0.0%" and rate > 0:
+        text = "0.1%"
+    return text
+
+
 def print_campaign_report(rep: dict, out: Console = console) -> None:
     """The ``campaign_report`` dict as tables (also used by ``pushgen stats``)."""
     t = Table(title=f"campaign {rep['campaign']}: {rep['drafts']} drafts", show_header=False,
@@ -442,7 +483,7 @@ def print_campaign_report(rep: dict, out: Console = console) -> None:
         t.add_row(status, str(n))
     rate = rep["approval_rate"]
     t.add_row("approval rate (of reviewed)",
-              "—" if rate is None else f"{rate:.0%} of {rep['reviewed']}")
+              "—" if rate is None else _rate(rate) + f" of {rep['reviewed']}")
     t.add_row("tokens prompt / completion", f"{rep['tokens_prompt']} / {rep['tokens_completion']}")
     for g, v in rep["by_generator"].items():
         t.add_row(f"generator {g}", f"{v['drafts']} drafts, tokens {v['tokens_prompt']} / "
@@ -478,12 +519,20 @@ def serve_cmd(
 # --- export commands ----------------------------------------------------------------------
 
 
+def _nothing_reason(rep: ExportReport) -> str:
+    if rep.skipped:
+        return "every approved draft was skipped (see below)"
+    if rep.already_exported:
+        return (f"all {rep.already_exported} approved draft(s) were already exported "
+                "(use --again to export them again)")
+    return (f"nothing approved yet ({rep.not_approved} draft(s) in review or rejected; "
+            f"approve with `pushgen review approve`)")
+
+
 def _print_export(rep: ExportReport) -> None:
     if rep.path is None:
-        console.print(f"Nothing to export for campaign {rep.campaign} ({rep.channel}): no "
-                      "approved draft left" + (" (use --again to export previously exported "
-                                               "drafts again)" if rep.skipped == 0 else "")
-                      + ". No file written.")
+        console.print(f"Nothing to export for campaign {escape(rep.campaign)} "
+                      f"({rep.channel}): {_nothing_reason(rep)}. No file written.")
     else:
         _done(f"wrote {rep.exported} {rep.channel} message(s) to {rep.path}")
     if rep.skipped_no_consent:
@@ -494,6 +543,17 @@ def _print_export(rep: ExportReport) -> None:
                       f"{'email address' if rep.channel == 'email' else 'phone number'}")
     if rep.skipped_failing:
         console.print(f"  skipped {rep.skipped_failing}: failing a check")
+    if rep.skipped_stale:
+        console.print(f"  skipped {rep.skipped_stale}: catalog changed since approval; "
+                      "approved ones were reopened for review:")
+        for why in rep.stale_reasons[:10]:
+            console.print(f"    {escape(why)}", soft_wrap=True)
+        if len(rep.stale_reasons) > 10:
+            console.print(f"    … and {len(rep.stale_reasons) - 10} more "
+                          "(`pushgen review list --status draft`)")
+    if rep.skipped_extra_variant:
+        console.print(f"  skipped {rep.skipped_extra_variant}: another variant for the same "
+                      "customer (one message per customer per campaign)")
     if rep.not_approved:
         console.print(f"  [dim]{rep.not_approved} draft(s) not approved (in review or "
                       "rejected) were not exported[/]")

@@ -185,6 +185,34 @@ def exportable_drafts(db: Database, campaign_id: int, channel: str,
         " ORDER BY d.id", [campaign_id, channel, *statuses]))
 
 
+def channel_counts(db: Database, campaign_id: int) -> dict[str, int]:
+    """Number of drafts per channel of one campaign."""
+    return {r["channel"]: r["n"] for r in db.query(
+        "SELECT channel, count(*) AS n FROM drafts WHERE campaign_id = ? GROUP BY channel",
+        [campaign_id])}
+
+
+def exported_user_ids(db: Database, campaign_id: int, channel: str) -> set[int]:
+    """Users of a campaign with a draft (any variant) already exported on ``channel``."""
+    return {r[0] for r in db.execute(
+        "SELECT DISTINCT user_id FROM drafts WHERE campaign_id = ? AND channel = ? "
+        "AND status = 'exported'", [campaign_id, channel])}
+
+
+def catalog_facts(db: Database, skus: list[str]) -> dict[str, dict[str, Any]]:
+    """Current price, sale_price, currency, active and stock of ``skus`` by sku (absent
+    skus are missing from the result)."""
+    out: dict[str, dict[str, Any]] = {}
+    unique = sorted(set(skus))
+    for start in range(0, len(unique), 500):  # stay under SQLite's variable limit
+        chunk = unique[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for r in db.query("SELECT sku, price, sale_price, currency, active, stock FROM items "
+                          f"WHERE sku IN ({marks})", chunk):
+            out[r["sku"]] = r
+    return out
+
+
 def status_counts(db: Database, campaign_id: int | None = None) -> dict[str, int]:
     where, params = _where(campaign_id, None, None, None, None)
     return {r["status"]: r["n"] for r in db.query(
@@ -232,6 +260,7 @@ __all__ = [
     "write_transaction", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
     "count_drafts", "draft_ids", "events_for", "last_event", "update_draft",
     "approvable_drafts", "set_status_many", "exportable_drafts", "status_counts",
+    "channel_counts", "exported_user_ids", "catalog_facts",
     "failed_check_counts", "distinct_values", "generator_totals",
     "decode_row",
 ]

@@ -138,7 +138,10 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
     @app.get("/")
     def index() -> str:
         f = filters_from(request.args)
-        page = max(int(request.args.get("page", "0") or 0), 0)
+        try:
+            page = max(int(request.args.get("page", "0") or 0), 0)
+        except ValueError:
+            page = 0  # a mangled link shows the first page rather than an error
         conn = db()
         drafts: list[rv.DraftView] = []
         total = 0
@@ -202,7 +205,14 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
         return earlier[-1] if earlier else (draft_id if draft_id in ids else None)
 
     def version() -> int | None:
-        return request.form.get("version", type=int)
+        raw = (request.form.get("version") or "").strip()
+        if not raw:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            abort(Response(f"version must be a whole number, not {raw!r}; reload the page "
+                           "and try again", status=400, mimetype="text/plain"))
 
     @app.post("/drafts/<int:draft_id>/<action>")
     def act(draft_id: int, action: str) -> Response:
