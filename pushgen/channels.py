@@ -259,7 +259,10 @@ def fit_sms(body: str, opt_out: str, max_segments: int, *, sep: str = "\n") -> s
         prefix = prefix.rstrip(_TRAILING_JUNK)
         if not prefix:
             return _assemble(kept.strip(), opt_out, sep) if kept else opt_out
-        tail = "..." if sms_encoding(prefix + kept + opt_out) == GSM7 else "…"
+        if prefix.endswith(("…", "...")):
+            tail = ""  # already cut ('West Lake…'): no second ellipsis
+        else:
+            tail = "..." if sms_encoding(prefix + kept + opt_out) == GSM7 else "…"
         return _assemble(prefix + tail + kept, opt_out, sep)
 
     def fits(i: int) -> bool:

@@ -84,6 +84,8 @@ def evaluate_scores(name: str, score_fn: Callable[[np.ndarray], np.ndarray],
                     item_categories: np.ndarray | None = None,
                     candidates: np.ndarray | None = None, block: int = 1024) -> Metrics:
     """Metrics of ``score_fn(user_positions)`` for every user with a test positive."""
+    if k < 1:
+        raise PushgenError(f"k must be at least 1 (got {k})")
     started = time.perf_counter()
     test = sp.csr_matrix(test)
     train = sp.csr_matrix(train) if train is not None else None
@@ -272,16 +274,26 @@ def default_scorers(params: Any = None) -> list[Scorer]:
             LightFMScorer(params, features=True)]
 
 
+def check_evaluate_args(split: str, k: int, fraction: float) -> None:
+    """One-line PushgenError for an impossible split, list length or held-out fraction."""
+    if split not in SPLITS:
+        raise PushgenError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if k < 1:
+        raise PushgenError(f"--k must be at least 1 (got {k})")
+    if not 0 < fraction < 1:
+        raise PushgenError("--fraction must be between 0 and 1, e.g. 0.2")
+
+
 def evaluate_store(db: Database, split: str = "random", k: int = 10, params: Any = None,
                    fraction: float = 0.2, seed: int = 42,
                    on_scorer: Callable[[str], None] | None = None) -> list[Metrics]:
     """Split the store's interactions, then compare the baselines with the pushgen hybrid."""
-    from .ranker import TrainParams, interaction_weights
+    from .ranker import TrainParams, check_params, interaction_weights
     from .store import ranking as store
 
     params = params or TrainParams()
-    if split not in SPLITS:
-        raise PushgenError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    check_evaluate_args(split, k, fraction)
+    check_params(db, params)
     users, items, events = store.user_rows(db), store.item_rows(db), store.event_rows(db)
     u, i, w = interaction_weights(events, params)
     if len(w) < 10:

@@ -28,6 +28,7 @@ DEFAULT_USER_FIELDS: tuple[str, ...] = ("age_band", "gender", "region", "tier", 
 DEFAULT_ITEM_FIELDS: tuple[str, ...] = ("category", "brand", "price", "tags")
 # Top-level columns of a store row; any other field name is looked up in ``attributes``.
 _USER_COLUMNS = {"locale", "timezone"}
+USER_COLUMN_FIELDS = frozenset(_USER_COLUMNS)   # user fields that are columns, not attributes
 _ITEM_COLUMNS = {"category", "brand", "price", "sale_price", "stock", "currency"}
 _TOKEN = re.compile(r"[a-z0-9]{3,}")
 

@@ -243,6 +243,10 @@ def _item_row(rec: dict[str, Any]) -> dict[str, Any]:
             attributes.update({k: _attribute(v) for k, v in value.items()})
         else:
             attributes[name] = _attribute(value)
+    price, sale = row.get("price"), row.get("sale_price")
+    if price is not None and sale is not None and sale > price:
+        # A sale price above the price would turn into a negative discount in copy.
+        raise _RowError("sale_price", f"sale price {sale:g} is above the price {price:g}")
     if attributes:
         row["attributes"] = attributes
     return row

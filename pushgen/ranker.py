@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from lightfm import LightFM
 from sqlite_utils import Database
 
 from .errors import PushgenError
-from .features import DEFAULT_USER_FIELDS, FeatureConfig, FeatureSpace, fit_feature_space
+from .features import USER_COLUMN_FIELDS, DEFAULT_USER_FIELDS, FeatureConfig, FeatureSpace, fit_feature_space
 from .messages import ItemFacts
 from .store import db_folder, loads
 from .store import ranking as store
@@ -41,6 +42,7 @@ MODELS_FOLDER = "pushgen-models"
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"purchase": 5.0, "cart": 3.0, "view": 1.0,
                                            "rating": 1.0}
 SEGMENT_FIELDS: tuple[str, ...] = ("age_band", "gender")
+LOSSES = ("warp", "bpr", "logistic", "warp-kos")
 SOURCES = ("model", "cold_features", "segment_popularity")
 BLOCK_USERS = 1024
 
@@ -82,6 +84,42 @@ class TrainParams:
                              cold_meta_weight=self.cold_meta_weight,
                              normalize_rows=self.normalize_rows,
                              title_tokens=self.title_tokens)
+
+    def validate(self) -> None:
+        """Raise a one-line PushgenError for an impossible setting (before any work starts)."""
+        if self.loss not in LOSSES:
+            raise PushgenError(f"unknown loss {self.loss!r}: use {', '.join(LOSSES)}")
+        for name, value in (("--epochs", self.epochs), ("--components", self.components),
+                            ("--threads", self.threads)):
+            if not isinstance(value, int) or value < 1:
+                raise PushgenError(f"{name} must be at least 1 (got {value})")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise PushgenError(f"--lr must be greater than 0, e.g. 0.05 (got {self.learning_rate})")
+        for name, value in (("--item-alpha", self.item_alpha), ("--user-alpha", self.user_alpha)):
+            if not math.isfinite(value) or value < 0:
+                raise PushgenError(f"{name} must be 0 or more (got {value})")
+        if self.half_life_days is not None and (not math.isfinite(self.half_life_days)
+                                                or self.half_life_days <= 0):
+            raise PushgenError(f"--half-life must be a number of days greater than 0 "
+                      f"(got {self.half_life_days})")
+        for name, value in (("--meta-weight", self.meta_weight),
+                            ("cold meta weight", self.cold_meta_weight)):
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise PushgenError(f"{name} must be 0 or more, e.g. 0.25 (got {value})")
+        if not 0 <= self.validation < 1:
+            raise PushgenError("--validation must be a fraction between 0 and 1, e.g. 0.1")
+        if self.eval_every < 1 or self.patience < 1 or self.eval_k < 1 or self.max_sampled < 1:
+            raise PushgenError("eval_every, patience, eval_k and max_sampled must be at least 1")
+        for kind, weight in self.event_weights.items():
+            if not str(kind).strip():
+                raise PushgenError("--event-weight: the event kind is empty, e.g. purchase=5")
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise PushgenError(f"--event-weight {kind}={weight}: the weight must be 0 or more")
+        if not any(w > 0 for w in self.event_weights.values()):
+            raise PushgenError("--event-weight: every weight is 0, so no event would count")
+        for f in self.user_features:
+            if not str(f).strip():
+                raise PushgenError("--user-feature: the attribute name is empty, e.g. region")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -654,16 +692,32 @@ def fit_arrays(params: TrainParams, interactions: sp.coo_matrix, weights: sp.coo
     return model, best
 
 
+def check_params(db: Database, params: TrainParams) -> list[str]:
+    """Validate ``params`` against the store; returns warnings (raises PushgenError on errors).
+
+    Errors: any impossible setting (see ``TrainParams.validate``), or a ``--user-feature`` no
+    user has. Warnings: ``--event-weight`` kinds with no events in the store.
+    """
+    params.validate()
+    known = sorted(set(store.user_attribute_names(db)) | USER_COLUMN_FIELDS)
+    missing = [f for f in params.user_features if f not in known]
+    if missing:
+        raise PushgenError(f"--user-feature {', '.join(missing)}: no user has this attribute; "
+                           f"known attributes: {', '.join(known) or 'none'}")
+    counts = store.event_kind_counts(db)
+    unused = [k for k, w in params.event_weights.items()
+              if w > 0 and k not in counts and DEFAULT_EVENT_WEIGHTS.get(k) != w]
+    return [f"--event-weight {k}: no {k!r} events in the store (kinds present: "
+            f"{', '.join(sorted(counts)) or 'none'})" for k in unused]
+
+
 def train(db: Database, params: TrainParams | None = None,
           progress: EpochProgress | None = None) -> ModelRecord:
     """Train on every event in the store, save the artifact, record it in ``models``."""
     from .evaluate import batch_metrics
 
     params = params or TrainParams()
-    if params.loss not in ("warp", "bpr", "logistic", "warp-kos"):
-        raise PushgenError(f"unknown loss {params.loss!r}: use warp, bpr, logistic or warp-kos")
-    if not 0 <= params.validation < 1:
-        raise PushgenError("--validation must be a fraction between 0 and 1, e.g. 0.1")
+    check_params(db, params)
     started = time.perf_counter()
     users, items = store.user_rows(db), store.item_rows(db)
     u_ids, i_ids, w = interaction_weights(store.event_rows(db), params)
@@ -711,31 +765,57 @@ def train(db: Database, params: TrainParams | None = None,
 # -- artifact ------------------------------------------------------------------------------------
 def save_model(db: Database, model: LightFM, space: FeatureSpace, params: TrainParams,
                metrics: dict[str, Any]) -> ModelRecord:
-    """Write ``<db folder>/pushgen-models/model-<id>.npz`` and its ``models`` row."""
+    """Write ``<db folder>/pushgen-models/model-<id>.npz`` and its ``models`` row together.
+
+    The artifact is written to a temporary name and renamed inside the transaction that
+    inserts the row; any failure rolls the row back and removes the temporary file, so a
+    ``models`` row never points at a missing artifact.
+    """
+    if any(getattr(model, a, None) is None for a in _ARRAYS):
+        raise PushgenError("the model was never fitted (epochs must be at least 1)")
     folder = db_folder(db) / MODELS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    model_id = store.insert_model(db, version=ARTIFACT_VERSION, path="", params=params.to_dict(),
-                                  metrics=metrics, n_users=len(space.user_ids),
-                                  n_items=len(space.item_ids))
-    rel = f"{MODELS_FOLDER}/model-{model_id}.npz"
-    meta = {"version": ARTIFACT_VERSION, "model_id": model_id, "params": params.to_dict(),
-            "features": space.to_dict(),
-            "shapes": {a: list(getattr(model, a).shape) for a in _ARRAYS}}
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PushgenError(f"{folder}: cannot create the models folder ({exc})") from None
+    shapes = {a: list(getattr(model, a).shape) for a in _ARRAYS}
+    written: list[Path] = []
+
+    def write(model_id: int) -> None:
+        meta = {"version": ARTIFACT_VERSION, "model_id": model_id, "params": params.to_dict(),
+                "features": space.to_dict(), "shapes": shapes}
         tmp = folder / f"model-{model_id}.tmp.npz"
+        written.append(tmp)
         np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
                  **{a: getattr(model, a) for a in _ARRAYS})
-        tmp.replace(folder / f"model-{model_id}.npz")
-    except OSError as exc:
-        store.delete_model(db, model_id)
-        raise PushgenError(f"{folder}: cannot write the model artifact ({exc})") from None
-    store.set_model_path(db, model_id, rel)
+        final = folder / f"model-{model_id}.npz"
+        tmp.replace(final)
+        written.append(final)
+
+    try:
+        model_id = store.insert_model(db, version=ARTIFACT_VERSION,
+                                      path=f"{MODELS_FOLDER}/model-{{id}}.npz",
+                                      params=params.to_dict(), metrics=metrics,
+                                      n_users=len(space.user_ids), n_items=len(space.item_ids),
+                                      write_artifact=write)
+    except BaseException as exc:
+        for f in written:      # the row was rolled back: leave no orphan file behind
+            f.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise PushgenError(f"{folder}: cannot write the model artifact ({exc})") from None
+        raise
     return ModelRecord(model_id, folder / f"model-{model_id}.npz", ARTIFACT_VERSION,
                        params.to_dict(), metrics, len(space.user_ids), len(space.item_ids))
 
 
 def model_record(db: Database, model_id: int | None = None) -> ModelRecord:
-    row = store.latest_model(db) if model_id is None else store.get_model(db, model_id)
+    """The ``models`` row ``model_id``, or the newest one whose artifact file exists."""
+    if model_id is None:
+        rows = store.models_with_path(db)
+        row = next((r for r in rows if (db_folder(db) / r["path"]).is_file()),
+                   rows[0] if rows else None)
+    else:
+        row = store.get_model(db, model_id)
     if row is None:
         if model_id is None:
             raise PushgenError("no trained model in this database: run `pushgen train` first")
@@ -792,6 +872,47 @@ def load_model(db: Database, model_id: int | None = None) -> Ranker:
 
 
 # -- campaigns -----------------------------------------------------------------------------------
+def check_rules(db: Database, rules: RankRules, k: int = 5) -> list[str]:
+    """Refuse impossible ranking rules with one clear line; returns warnings.
+
+    Checked before any ranking starts: list length, unknown categories, price range, discount
+    range, a sku both pinned and blocked, the per-category cap, unknown pinned skus.
+    """
+    if k < 1:
+        raise PushgenError(f"--top-k must be at least 1 (got {k})")
+    known = store.item_categories(db)
+    known_lower = {c.lower() for c in known}
+    for flag, cats in (("--include-category", rules.include_categories),
+                       ("--exclude-category", rules.exclude_categories)):
+        unknown = [c for c in cats if c.lower() not in known_lower]
+        if unknown:
+            raise PushgenError(f"{flag} {', '.join(unknown)}: no such category; known "
+                               f"categories: {', '.join(known) or 'none'}")
+    for flag, v in (("--min-price", rules.min_price), ("--max-price", rules.max_price)):
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise PushgenError(f"{flag} must be 0 or more (got {v})")
+    if rules.min_price is not None and rules.max_price is not None \
+            and rules.min_price > rules.max_price:
+        raise PushgenError(f"--min-price {rules.min_price:g} is above --max-price "
+                           f"{rules.max_price:g}: no item can match")
+    if rules.min_discount is not None and not 0 <= rules.min_discount <= 100:
+        raise PushgenError(f"--min-discount is a percentage between 0 and 100 "
+                           f"(got {rules.min_discount:g})")
+    if rules.max_per_category is not None and rules.max_per_category < 1:
+        raise PushgenError(f"--max-per-category must be at least 1 (got "
+                           f"{rules.max_per_category})")
+    both = sorted(set(rules.pinned) & set(rules.blocked))
+    if both:
+        raise PushgenError(f"sku {', '.join(both)} is both pinned (--pin) and blocked "
+                           "(--block): choose one")
+    skus = set(store.item_skus(db))
+    missing = [x for x in rules.pinned if x not in skus]
+    if missing:
+        raise PushgenError(f"--pin {', '.join(missing)}: not in the catalog")
+    return [f"--block {x}: not in the catalog (nothing to block)"
+            for x in rules.blocked if x not in skus]
+
+
 def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules | None = None,
                   user_ids: Sequence[int] | None = None, model_id: int | None = None,
                   progress: Callable[[int], None] | None = None,
@@ -799,17 +920,21 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
     """Rank ``user_ids`` (default: every user) for ``campaign`` and store the lists.
 
     Rows of those users are replaced batch by batch, so a rerun (or a resumed run) never
-    duplicates. Returns counts by source.
+    duplicates. Returns counts by source. If the rules leave no item for any user, raises a
+    PushgenError and leaves the campaign's stored recommendations untouched.
     """
     started = time.perf_counter()
-    if k < 1:
-        raise PushgenError("--top-k must be at least 1")
+    rules = rules or RankRules()
+    check_rules(db, rules, k)
     ranker = load_model(db, model_id)
-    cid = store.get_or_create_campaign(db, campaign, model_id=ranker.model_id)
     ids = list(user_ids) if user_ids is not None else store.user_ids_all(db)
     cat = ranker.catalog
+    if ids and not ranker._item_mask(rules).any() and not ranker._pinned_positions(rules):
+        raise PushgenError(_no_items_message(campaign, rules, len(cat.items)))
     by_source = {s: 0 for s in SOURCES}
     rows_written = no_items = 0
+    cid: int | None = None
+    held: list[int] = []     # users of leading batches without any row: written only later
     for start in range(0, len(ids), batch_users):
         batch = ids[start:start + batch_users]
         res = ranker.rank(batch, k, rules, progress=progress)
@@ -828,10 +953,35 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
                 by_source[src] += 1
             else:
                 no_items += 1
+        if cid is None and not rows:
+            held.extend(batch)
+            continue
+        if cid is None:
+            cid = store.get_or_create_campaign(db, campaign, model_id=ranker.model_id)
+            batch, held = held + list(batch), []
         rows_written += store.replace_recommendations(db, cid, batch, rows)
+    if cid is None:
+        if ids:
+            raise PushgenError(_no_items_message(campaign, rules, len(cat.items), ranked=True))
+        cid = store.get_or_create_campaign(db, campaign, model_id=ranker.model_id)
     return RankSummary(campaign, cid, ranker.model_id, len(ids), rows_written,
                        {s: n for s, n in by_source.items() if n}, no_items,
                        round(time.perf_counter() - started, 2))
+
+
+def _no_items_message(campaign: str, rules: RankRules, n_items: int, ranked: bool = False
+                      ) -> str:
+    active = [name for name, on in (
+        ("--include-category", rules.include_categories),
+        ("--exclude-category", rules.exclude_categories),
+        ("--min-price", rules.min_price is not None), ("--max-price", rules.max_price is not None),
+        ("--min-discount", rules.min_discount is not None), ("--block", rules.blocked),
+        ("drop purchased (--keep-purchased to allow)", ranked and rules.drop_purchased)) if on]
+    why = "no user has an eligible item left" if ranked else \
+        f"the rules leave no eligible item of the {n_items} in the catalog"
+    return (f"campaign {campaign!r}: {why} (inactive and out-of-stock items never count"
+            f"{'; rules: ' + ', '.join(active) if active else ''}); nothing was written, "
+            "existing recommendations are kept. Loosen the rules.")
 
 
 def recommendations_for(db: Database, campaign_id: int,
@@ -845,4 +995,4 @@ def recommendations_for(db: Database, campaign_id: int,
 
 __all__ = ["TrainParams", "ModelRecord", "RankRules", "RankResult", "RankSummary", "Catalog",
            "Ranker", "train", "load_model", "model_record", "save_model", "rank_campaign",
-           "recommendations_for", "interaction_weights", "explain", "ARTIFACT_VERSION"]
+           "recommendations_for", "interaction_weights", "check_params", "check_rules", "LOSSES", "explain", "ARTIFACT_VERSION"]

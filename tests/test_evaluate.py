@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from pushgen.cli.app import app
 from pushgen.errors import PushgenError
 from pushgen.evaluate import evaluate_scores, evaluate_store, split_masks
-from pushgen.ranker import TrainParams
+from pushgen.ranker import TrainParams, train
 
 from _ranker_helpers import make_shop
 
@@ -108,3 +108,80 @@ def test_cli_bad_options(runner, db_path):
     assert result.exit_code == 1 and "KIND=NUMBER" in result.output
     result = runner.invoke(app, ["evaluate", "--db", str(db_path), "--split", "nope"])
     assert result.exit_code == 1 and "--split" in result.output
+
+
+def _clean_error(result, message: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output and "training" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "0"], "--epochs must be at least 1"),
+    (["train", "--components", "0"], "--components must be at least 1"),
+    (["train", "--threads", "0"], "--threads must be at least 1"),
+    (["train", "--lr", "0"], "--lr must be greater than 0"),
+    (["train", "--half-life", "-3"], "--half-life"),
+    (["train", "--meta-weight", "-0.5"], "--meta-weight must be 0 or more"),
+    (["train", "--loss", "hinge"], "unknown loss"),
+    (["train", "--event-weight", "purchase=-2"], "must be 0 or more"),
+    (["train", "--user-feature", "shoe_size"], "known attributes: age_band"),
+    (["evaluate", "--k", "0"], "--k must be at least 1"),
+    (["evaluate", "--epochs", "0"], "--epochs must be at least 1"),
+    (["evaluate", "--components", "0"], "--components must be at least 1"),
+])
+def test_cli_train_and_evaluate_validate_first(runner, db_path, args, message):
+    db = make_shop(db_path)
+    result = runner.invoke(app, [*args, "--db", str(db_path)])
+    _clean_error(result, message)
+    assert db.execute("SELECT count(*) FROM models").fetchone()[0] == 0
+
+
+def test_cli_failed_train_then_rank_uses_a_clean_state(runner, db_path):
+    make_shop(db_path)
+    _clean_error(runner.invoke(app, ["train", "--epochs", "0", "--db", str(db_path)]),
+                 "--epochs must be at least 1")
+    result = runner.invoke(app, ["rank", "--campaign", "x", "--db", str(db_path)])
+    assert result.exit_code == 1 and "run `pushgen train` first" in result.output
+
+
+@pytest.fixture(scope="module")
+def trained_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "pushgen.db"
+    db = make_shop(path)
+    train(db, TrainParams(components=8, epochs=3))
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--include-category", "nosuch"], "known categories: alpha, beta, gamma"),
+    (["--exclude-category", "nosuch"], "no such category"),
+    (["--min-price", "100", "--max-price", "10"], "is above --max-price"),
+    (["--min-discount", "150"], "between 0 and 100"),
+    (["--pin", "AL-1", "--block", "AL-1"], "both pinned (--pin) and blocked"),
+    (["--pin", "NOPE"], "--pin NOPE: not in the catalog"),
+    (["--max-per-category", "0"], "--max-per-category must be at least 1"),
+    (["--examples", "-1"], "--examples must be 0 or more"),
+    (["--top-k", "0"], "--top-k must be at least 1"),
+])
+def test_cli_rank_refuses_impossible_rules(runner, trained_db, args, message):
+    result = runner.invoke(app, ["rank", "--campaign", "bad", "--db", str(trained_db), *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "ranking" not in result.output          # refused before the progress bar
+
+
+def test_cli_rank_keeps_recommendations_when_rules_leave_nothing(runner, trained_db):
+    from pushgen.store import open_store
+
+    ok = runner.invoke(app, ["rank", "--campaign", "kept", "--db", str(trained_db),
+                             "--top-k", "2", "--examples", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert "u1 " in ok.output                      # examples show the external id
+    result = runner.invoke(app, ["rank", "--campaign", "kept", "--db", str(trained_db),
+                                 "--min-price", "5000"])
+    assert result.exit_code == 1 and "no eligible item" in result.output
+    assert "existing recommendations are kept" in result.output
+    db = open_store(trained_db, create=False)
+    assert db.execute("SELECT count(*) FROM recommendations r JOIN campaigns c ON "
+                      "c.id = r.campaign_id WHERE c.name = 'kept'").fetchone()[0] == 120

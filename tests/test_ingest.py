@@ -180,6 +180,8 @@ BAD_INPUTS = [
     ("items", "i.csv", "sku,title,price\nA1,Changed title,10\nB9,Cup,12;5\n", (3, "price"), "bad number"),
     ("items", "i.csv", "sku,title,price\nA1,Cup,-3\n", (2, "price"), "bad number"),
     ("items", "i.csv", "sku,title,stock\nA1,Cup,3.5\n", (2, "stock"), "whole number"),
+    ("items", "i.csv", "sku,title,price,sale_price\nA1,Cup,10,10\nS5,SaleHigher,10,20\n", (3, "sale_price"), "sale price 20 is above the price 10"),
+    ("items", "i.jsonl", '{"sku": "S5", "title": "Cup", "price": 9.5, "sale_price": 9.99}\n', (1, "sale_price"), "sale price 9.99 is above the price 9.5"),
     ("users", "u.csv", "external_id,consent_sms\nu1,0\nu3,maybe\n", (3, "consent_sms"), "bad boolean"),
     ("events", "e.csv", "user,item,kind,ts\nu1,A1,view,2026-04-01\nnobody,A1,view,2026-04-01\n", (3, "user"), "unknown user"),
     ("events", "e.csv", "user,item,kind,ts\nu1,NOPE,view,2026-04-01\n", (2, "item"), "unknown item"),
@@ -215,6 +217,14 @@ def test_bad_input_names_place_and_writes_nothing(loaded, tmp_path, monkeypatch,
     assert words in message
     assert "\n" not in message
     assert snapshot(loaded) == before
+
+
+def test_sale_price_equal_to_price_is_allowed(db, tmp_path):
+    path = write(tmp_path / "i.csv", "sku,title,price,sale_price\nS6,Same,10,10\nS7,Cheaper,10,8\n")
+    report = import_file(db, "items", path)
+    assert report.inserted == 2
+    rows = {r["sku"]: (r["price"], r["sale_price"]) for r in db["items"].rows}
+    assert rows == {"S6": (10.0, 10.0), "S7": (10.0, 8.0)}
 
 
 def test_not_utf8_and_wrong_format(db, tmp_path):

@@ -221,3 +221,72 @@ def test_train_without_events_is_a_clear_error(tmp_path):
     db = open_store(tmp_path / "pushgen.db")
     with pytest.raises(PushgenError, match="no usable events"):
         train(db, FAST)
+
+
+# -- failed saves and validation ------------------------------------------------------------------
+def test_failed_artifact_write_leaves_no_row_and_latest_skips_broken_rows(tmp_path, monkeypatch):
+    db = make_shop(tmp_path / "pushgen.db")
+    good = train(db, TrainParams(components=8, epochs=2))
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(PushgenError, match="cannot write the model artifact"):
+        train(db, TrainParams(components=8, epochs=2))
+    monkeypatch.undo()
+    assert rank_store.model_count(db) == 1
+    assert not list((tmp_path / "pushgen-models").glob("*.tmp.npz"))
+    # A broken row left by an older version (empty path) is never the "latest" model.
+    db["models"].insert({"version": "x", "path": "", "created_at": "2026-01-01",
+                         "params": "{}", "metrics": "{}"})
+    assert load_model(db).model_id == good.id
+    summary = rank_campaign(db, "after-failure", k=2, user_ids=[1])
+    assert summary.model_id == good.id and summary.rows == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"components": 0}, "--components must be at least 1"),
+    ({"threads": 0}, "--threads must be at least 1"),
+    ({"learning_rate": 0.0}, "--lr must be greater than 0"),
+    ({"half_life_days": 0.0}, "--half-life"),
+    ({"meta_weight": -1.0}, "--meta-weight must be 0 or more"),
+    ({"loss": "hinge"}, "unknown loss 'hinge'"),
+    ({"event_weights": {"purchase": -1.0}}, "must be 0 or more"),
+    ({"event_weights": {"": 1.0}}, "kind is empty"),
+    ({"user_features": ("shoe_size",)}, "known attributes: age_band"),
+])
+def test_train_refuses_bad_params_and_writes_nothing(tmp_path, change, message):
+    db = make_shop(tmp_path / "pushgen.db")
+    seen = []
+    with pytest.raises(PushgenError, match=message.replace("(", r"\(")):
+        train(db, TrainParams(**{"components": 8, "epochs": 2, **change}),
+              progress=lambda *a: seen.append(a))
+    assert seen == [] and rank_store.model_count(db) == 0
+
+
+def test_unused_event_kind_is_only_a_warning(tmp_path):
+    from pushgen.ranker import check_params
+
+    db = make_shop(tmp_path / "pushgen.db")
+    warnings = check_params(db, TrainParams(event_weights={"purchase": 5, "wishlist": 2}))
+    assert len(warnings) == 1 and "no 'wishlist' events" in warnings[0]
+    assert "purchase" in warnings[0]          # lists the kinds that are present
+
+
+def test_rules_leaving_no_item_keep_existing_recommendations(shop):
+    db, _, _ = shop
+    first = rank_campaign(db, "keep-me", k=2, user_ids=[1, 21])
+    assert first.rows == 4
+    with pytest.raises(PushgenError, match="no eligible item.*existing recommendations are kept"):
+        rank_campaign(db, "keep-me", k=2, user_ids=[1, 21], rules=RankRules(min_price=10_000))
+    # Every eligible item already bought by the user: nothing left after ranking either.
+    not_bought = [f"AL-{n}" for n in range(10)
+              if n not in (8, 9) and item_id("alpha", n) not in
+              {r[0] for r in db.execute("SELECT item_id FROM events WHERE user_id = 1 AND "
+                                        "kind = 'purchase'").fetchall()}]
+    with pytest.raises(PushgenError, match="no user has an eligible item"):
+        rank_campaign(db, "keep-me", k=2, user_ids=[1],
+                      rules=RankRules(include_categories=["alpha"], blocked=not_bought))
+    assert rank_store.recommendation_total(db, first.campaign_id) == 4

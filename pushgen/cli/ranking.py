@@ -6,12 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import PushgenError
-from ..evaluate import SPLITS, evaluate_store
-from ..ranker import DEFAULT_EVENT_WEIGHTS, RankRules, TrainParams, rank_campaign, train
+from ..evaluate import check_evaluate_args, evaluate_store
+from ..ranker import (DEFAULT_EVENT_WEIGHTS, RankRules, TrainParams, check_params, check_rules,
+                      rank_campaign, train)
 from ..store import open_store
 from ..store import ranking as rank_store
 from .app import DEFAULT_DB, DbOption, app
@@ -23,6 +25,11 @@ def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[note]}"), TimeRemainingColumn(), console=console,
                     transient=False)
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
 
 def _event_weights(pairs: list[str]) -> dict[str, float]:
@@ -98,6 +105,7 @@ def train_cmd(
     params = _params(loss, components, epochs, learning_rate, item_alpha, user_alpha, threads,
                      user_feature, event_weight, half_life, rating_threshold, early_stopping,
                      validation, meta_weight, seed)
+    _warn(check_params(store, params))
     with _progress() as bar:
         task = bar.add_task("training", total=params.epochs, note="")
 
@@ -128,14 +136,15 @@ def evaluate_cmd(
 
     Example: [bold]pushgen evaluate --split cold-users --k 5[/]
     """
-    if split not in SPLITS:
-        raise PushgenError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
-    if not 0 < fraction < 1:
-        raise PushgenError("--fraction must be between 0 and 1, e.g. 0.2")
+    try:
+        check_evaluate_args(split, k, fraction)
+    except PushgenError as exc:
+        raise PushgenError(str(exc).replace("unknown split", "--split")) from None
     store = open_store(db, create=False)
     params = TrainParams(epochs=epochs, components=components, meta_weight=meta_weight,
                          cold_meta_weight=meta_weight, user_features=tuple(user_feature or ()),
                          seed=seed)
+    _warn(check_params(store, params))
     with console.status("evaluating") as status:
         rows = evaluate_store(store, split, k, params, fraction, seed,
                               on_scorer=lambda name: status.update(f"training {name}"))
@@ -188,6 +197,9 @@ def rank_cmd(
                       max_price=max_price, min_discount=min_discount,
                       max_per_category=max_per_category, pinned=list(pin or []),
                       blocked=list(block or []))
+    if examples < 0:
+        raise PushgenError(f"--examples must be 0 or more (got {examples})")
+    _warn(check_rules(store, rules, top_k))
     n_users = len(rank_store.user_ids_all(store))
     with _progress() as bar:
         task = bar.add_task("ranking", total=n_users, note="")
@@ -206,11 +218,12 @@ def rank_cmd(
     console.print(t)
     rows = rank_store.recommendation_rows(store, summary.campaign_id,
                                           rank_store.user_ids_all(store)[:examples])
+    external = rank_store.users_external_ids(store, sorted({r["user_id"] for r in rows}))
     if rows:
         ex = Table(title="examples")
         for col in ("user", "rank", "sku", "title", "score", "source", "reason"):
             ex.add_column(col)
         for r in rows:
-            ex.add_row(str(r["user_id"]), str(r["rank"]), r["sku"], r["title"],
+            ex.add_row(external.get(r["user_id"], str(r["user_id"])), str(r["rank"]), r["sku"], r["title"],
                        f"{r['score']:.2f}", r["source"], r["reason"])
         console.print(ex)

@@ -20,11 +20,12 @@ from ..channels import (
     check_message,
     deep_link_for,
     find_urls,
+    gsm_normalize,
     unsubscribe_url_for,
 )
 from ..messages import CampaignSettings, CheckResult, ItemFacts, Message, MessageContext, Recipient
 
-__all__ = ["Guard", "check_draft", "store_guard", "prompt_fields", "INJECTION_PHRASES", "extract_amounts",
+__all__ = ["Guard", "check_draft", "mentioned_item", "strip_latin_brand", "store_guard", "prompt_fields", "INJECTION_PHRASES", "extract_amounts",
            "extract_discounts"]
 
 # Text that only shows up in copy when a model echoed its instructions or an injected
@@ -215,6 +216,92 @@ def _contains(seq: Sequence[str], sub: Sequence[str], *, last_is_prefix: bool = 
     return False
 
 
+# --- does the copy name a recommended item at all? ----------------------------------------
+
+# A Latin-script brand in front of Chinese words: 'West Lake Garden 龙井绿茶' -> '龙井绿茶'.
+_LATIN_BRAND_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9&'’.+\- ]*\s+(?=[{_CJK}])")
+MENTION_MIN_WEIGHT = 12      # any piece of a title this long (a Chinese character weighs 2)
+CUT_MENTION_MIN_WEIGHT = 6   # a title's start followed by '…' / '...' (a renderer cut)
+
+
+def strip_latin_brand(title: str) -> str:
+    """The Chinese part of a title that starts with a Latin brand ('' if there is none)."""
+    m = _LATIN_BRAND_RE.match(title)
+    return title[m.end():].strip() if m else ""
+
+
+def _fold_mention(text: str) -> str:
+    """Casefolded, single-spaced, GSM look-alikes ('…' -> '...', curly quotes straightened)."""
+    return " ".join(gsm_normalize(text).casefold().split())
+
+
+def _weight(text: str) -> int:
+    return sum(2 if _HAS_CJK_RE.match(c) else (0 if c.isspace() else 1) for c in text)
+
+
+def _names_title(folded: str, title: str) -> bool:
+    """``folded`` copy contains ``title``, a cut of its start ('West Lake…') or a long piece."""
+    t = _fold_mention(title)
+    if not t:
+        return False
+    if t in folded:
+        return True
+    # The renderer's cut: the title's start, trailing junk stripped, then an ellipsis.
+    pos = folded.find("...")
+    while pos != -1:
+        before = folded[:pos]
+        for k in range(min(len(t) - 1, len(before)), 0, -1):
+            if before.endswith(t[:k]):
+                if _weight(t[:k]) >= CUT_MENTION_MIN_WEIGHT:
+                    return True
+                break
+        pos = folded.find("...", pos + 3)
+    # Any long enough piece: checking the shortest window from each start is enough.
+    if _weight(t) < MENTION_MIN_WEIGHT:
+        return False
+    for i in range(len(t)):
+        j, w = i, 0
+        while j < len(t) and w < MENTION_MIN_WEIGHT:
+            w += _weight(t[j])
+            j += 1
+        if w < MENTION_MIN_WEIGHT:
+            break
+        if t[i:j] in folded:
+            return True
+    return False
+
+
+def mentioned_item(copy: str, items: Sequence[ItemFacts], *, links: str = "",
+                   settings: CampaignSettings | None = None) -> str | None:
+    """SKU of the first recommended item the copy names, or None.
+
+    An item counts as named by its title or Chinese title (``attributes['title_zh']``, also
+    without a leading Latin brand), a cut of a title's start ending in an ellipsis, a piece
+    of a title of 12+ characters (6+ Chinese), its URL or its deep link (in ``links``:
+    every field as written, or the copy when not given).
+    """
+    folded = _fold_mention(copy)
+    links = links or copy
+    for it in items:
+        titles = [it.title]
+        zh = (it.attributes or {}).get("title_zh")
+        if isinstance(zh, str) and zh.strip():
+            titles += [zh, strip_latin_brand(zh)]
+        if any(t and _names_title(folded, t) for t in titles):
+            return it.sku
+    urls = {_norm_url(u) for u in find_urls(links)}
+    if urls:
+        for it in items:
+            targets = [it.url] + ([deep_link_for(settings, it.sku)] if settings else [])
+            if any(u and _norm_url(u) in urls for u in targets):
+                return it.sku
+    if settings is not None:
+        for it in items:  # a deep link with a non-URL scheme find_urls may not report
+            if deep_link_for(settings, it.sku) in links.split():
+                return it.sku
+    return None
+
+
 # --- policy regexes (compiled once per phrase list) -------------------------------------------
 
 
@@ -351,6 +438,7 @@ class Guard:
         ]
         if message.channel == "push":
             checks.append(self._deep_link(message.get("deep_link"), ctx))
+        checks.append(self._mentions_item(copy, links, ctx))
         checks += [
             self._banned(folded_copy, settings),
             self._emoji(copy, settings),
@@ -462,6 +550,15 @@ class Guard:
             return _fail("guard.links", f"link {_quote(bad)} is not the campaign's site, an "
                                         "item's link or the unsubscribe link")
         return _ok("guard.links", f"{len(urls)} link(s) allowed")
+
+    @staticmethod
+    def _mentions_item(copy: str, links: str, ctx: MessageContext) -> CheckResult:
+        sku = mentioned_item(copy, ctx.items, links=links, settings=ctx.settings)
+        if sku is not None:
+            return _ok("guard.mentions_item", f"copy mentions recommended item {sku}")
+        skus = ", ".join(it.sku for it in ctx.items) or "none"
+        return _fail("guard.mentions_item", "copy names none of the recommended items "
+                                            f"({skus}) by title or link")
 
     @staticmethod
     def _deep_link(link: str, ctx: MessageContext) -> CheckResult:

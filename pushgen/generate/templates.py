@@ -32,11 +32,13 @@ from ..channels import (
     shrink_sms,
     sms_capacity,
     sms_info,
+    split_opt_out,
     truncate_chars,
     unsubscribe_token,
     unsubscribe_url_for,
 )
 from ..errors import PushgenError
+from .guards import mentioned_item, strip_latin_brand
 from ..messages import CHANNEL_FIELDS, ItemFacts, Message, MessageContext, Recipient
 
 __all__ = [
@@ -49,6 +51,7 @@ FALLBACK_LOCALE = "en-US"
 # A space between two Chinese characters/punctuation (from joining template lines) is dropped.
 _CJK_SPACE_RE = re.compile(r"(?<=[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]) "
                            r"(?=[\u3000-\u303f\u3400-\u9fff\uff00-\uffef])")
+_CJK_CHAR_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 ONE_LINE_FIELDS = {"subject", "preheader", "title", "body", "deep_link"}
 
 # --- formatting helpers (also usable by the LLM prompt builder) ------------------------------
@@ -134,9 +137,16 @@ def _discount_filter(ctx: Context, item: ItemFacts | int | None) -> str:
 
 @pass_context
 def _item_title_filter(ctx: Context, item: ItemFacts) -> str:
-    title = localized_title(item, _ctx_locale(ctx))
+    locale = _ctx_locale(ctx)
+    title = localized_title(item, locale)
     limit = ctx.get("title_max")  # set by the renderer only when a message must shrink
-    return truncate_chars(title, limit) if limit else title
+    if not limit:
+        return title
+    if len(title) > limit and _lang(locale) == "zh":
+        # 'West Lake Garden 龙井绿茶' cut to 'West Lake…' says nothing to a Chinese reader:
+        # drop the Latin brand before cutting the Chinese words.
+        title = strip_latin_brand(title) or title
+    return truncate_chars(title, limit)
 
 
 @pass_context
@@ -394,9 +404,13 @@ class Renderer:
                 return {"text": shorter}
             text = shorter
         if items:
-            # Shortest readable title: a Chinese character carries about a word.
-            floor = 6 if zh else 12
-            title_max = len(localized_title(items[0], locale))
+            # Shortest readable title: a Chinese character carries about a word (a Latin
+            # title in a Chinese SMS keeps the Latin floor).
+            title = localized_title(items[0], locale)
+            if zh and len(title) > 6:
+                title = strip_latin_brand(title) or title  # what the title filter cuts
+            floor = 6 if _CJK_CHAR_RE.search(title) else 12
+            title_max = len(title)
             for _ in range(3):
                 info = sms_info(text)
                 over = info.length - sms_capacity(info.encoding, max_segments)
@@ -406,7 +420,27 @@ class Renderer:
                 text = attempt(1, title_max)
         if sms_info(text).segments <= max_segments:
             return {"text": text}
-        return {"text": shrink_sms(text, locale, max_segments)}
+        return {"text": self._cut_sms(text, items, base["settings"], locale, max_segments)}
+
+    @staticmethod
+    def _cut_sms(text: str, items: list[ItemFacts], settings: Any, locale: str,
+                 max_segments: int) -> str:
+        """Cut the text to fit; if that cut away every item, drop the lines above the first
+        item (greeting) instead, so the SMS keeps a (shortened) title and the item's link."""
+        fitted = shrink_sms(text, locale, max_segments)
+        if (mentioned_item(fitted, items, settings=settings)
+                or not mentioned_item(text, items, settings=settings)):
+            return fitted
+        body, opt_out = split_opt_out(text, locale)
+        lines = body.split("\n")
+        for i in range(1, len(lines)):
+            rest = "\n".join(lines[i:]).strip()
+            if not mentioned_item(rest, items, settings=settings):
+                break
+            cut = shrink_sms(f"{rest}\n{opt_out}" if opt_out else rest, locale, max_segments)
+            if mentioned_item(cut, items, settings=settings):
+                return cut
+        return fitted
 
     def list(self) -> list[TemplateInfo]:
         """Every template file visible to this renderer (user files hide bundled ones)."""

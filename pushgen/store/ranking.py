@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlite_utils import Database
 
@@ -60,14 +60,25 @@ def user_ids_all(db: Database) -> list[int]:
 
 # -- models -------------------------------------------------------------------------------------
 def insert_model(db: Database, *, version: str, path: str, params: dict[str, Any],
-                 metrics: dict[str, Any], n_users: int, n_items: int) -> int:
-    """Record a trained model; returns its id."""
+                 metrics: dict[str, Any], n_users: int, n_items: int,
+                 write_artifact: Callable[[int], None] | None = None) -> int:
+    """Record a trained model; returns its id.
+
+    ``path`` may hold ``{id}`` (filled with the new id). ``write_artifact(id)`` runs inside the
+    same transaction: if it raises, the row is rolled back, so a row never exists without its
+    artifact.
+    """
     with db.conn:
         cur = db.conn.execute(
             "INSERT INTO models (version, path, created_at, params, metrics, n_users, n_items) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (version, path, now_iso(), dumps(params), dumps(metrics), n_users, n_items))
-    return int(cur.lastrowid)
+            "VALUES (?, '', ?, ?, ?, ?, ?)",
+            (version, now_iso(), dumps(params), dumps(metrics), n_users, n_items))
+        model_id = int(cur.lastrowid)
+        db.conn.execute("UPDATE models SET path = ? WHERE id = ?",
+                        (path.replace("{id}", str(model_id)), model_id))
+        if write_artifact is not None:
+            write_artifact(model_id)
+    return model_id
 
 
 def set_model_path(db: Database, model_id: int, path: str) -> None:
@@ -93,9 +104,59 @@ def get_model(db: Database, model_id: int) -> dict[str, Any] | None:
 
 
 def latest_model(db: Database) -> dict[str, Any] | None:
-    cur = db.execute("SELECT * FROM models ORDER BY id DESC LIMIT 1")
-    row = cur.fetchone()
-    return _model_dict(row, [d[0] for d in cur.description]) if row else None
+    """The newest model that has an artifact path (rows of failed saves are skipped)."""
+    rows = models_with_path(db, limit=1)
+    return rows[0] if rows else None
+
+
+def models_with_path(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
+    """Models with a non-empty artifact path, newest first."""
+    sql = "SELECT * FROM models WHERE path != '' ORDER BY id DESC"
+    cur = db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""))
+    names = [d[0] for d in cur.description]
+    return [_model_dict(r, names) for r in cur.fetchall()]
+
+
+def model_count(db: Database) -> int:
+    return int(db.execute("SELECT count(*) FROM models").fetchone()[0])
+
+
+def event_kind_counts(db: Database) -> dict[str, int]:
+    """Number of events per kind."""
+    return dict(db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+
+
+def user_attribute_names(db: Database) -> list[str]:
+    """Every key used in any user's ``attributes`` JSON, sorted."""
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT j.key FROM users, json_each(CASE WHEN json_valid(users.attributes) "
+        "AND json_type(users.attributes) = 'object' THEN users.attributes ELSE '{}' END) j "
+        "ORDER BY j.key").fetchall()]
+
+
+def item_categories(db: Database) -> list[str]:
+    """Distinct non-empty item categories, sorted."""
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT category FROM items WHERE category IS NOT NULL AND category != '' "
+        "ORDER BY category").fetchall()]
+
+
+def item_skus(db: Database) -> list[str]:
+    return [r[0] for r in db.execute("SELECT sku FROM items").fetchall()]
+
+
+def users_external_ids(db: Database, user_ids: Sequence[int]) -> dict[int, str]:
+    """Internal id -> external id of the given users."""
+    out: dict[int, str] = {}
+    for c in _chunks(list(user_ids)):
+        out.update(db.execute(f"SELECT id, external_id FROM users WHERE id IN "
+                              f"({','.join('?' * len(c))})", list(c)).fetchall())
+    return out
+
+
+def recommendation_total(db: Database, campaign_id: int) -> int:
+    return int(db.execute("SELECT count(*) FROM recommendations WHERE campaign_id = ?",
+                          [campaign_id]).fetchone()[0])
 
 
 # -- campaigns ---------------------------------------------------------------------------------
