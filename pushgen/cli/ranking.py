@@ -148,15 +148,17 @@ def evaluate_cmd(
     with console.status("evaluating") as status:
         rows = evaluate_store(store, split, k, params, fraction, seed,
                               on_scorer=lambda name: status.update(f"training {name}"))
-    t = Table(title=f"{split} split, {fraction:.0%} held out, @{k}")
-    for col in ("model", f"p@{k}", f"recall@{k}", f"ndcg@{k}", "auc", "coverage",
-                "diversity", "users", "secs"):
+    users = rows[0].users if rows else 0
+    t = Table(title=f"{split} split, {fraction:.0%} held out, top {k}, {users} test users",
+              caption="cover = share of the catalog recommended; div = intra-list "
+                      "category diversity", padding=(0, 1))
+    for col in ("model", "p", "recall", "ndcg", "auc", "cover", "div", "secs"):
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    names = {"lightfm (no features)": "cf (no features)"}
     for m in rows:
-        t.add_row(m.name, f"{m.precision:.4f}", f"{m.recall:.4f}", f"{m.ndcg:.4f}",
-                  f"{m.auc:.4f}", f"{m.coverage:.3f}",
-                  "-" if m.diversity is None else f"{m.diversity:.3f}", str(m.users),
-                  f"{m.seconds:.1f}")
+        t.add_row(names.get(m.name, m.name), f"{m.precision:.3f}", f"{m.recall:.3f}",
+                  f"{m.ndcg:.3f}", f"{m.auc:.3f}", f"{m.coverage:.2f}",
+                  "-" if m.diversity is None else f"{m.diversity:.2f}", f"{m.seconds:.1f}")
     console.print(t)
 
 
