@@ -338,3 +338,10 @@ def test_find_urls():
     text = "见 https://shop.example/p/1，快来 or shop://item/SKU-1. Visit www.shop.example!"
     assert find_urls(text) == ["https://shop.example/p/1", "shop://item/SKU-1",
                                "www.shop.example"]
+
+
+def test_fit_sms_adds_no_second_ellipsis_after_a_cut_title():
+    # The price goes; the cut lands right after the renderer's 'West…'.
+    body = "Bartholomew-Maximilian，为您精选：\nWest… $38.99 https://shop.example/p/S1"
+    text = fit_sms(body, "回复TD退订", 1)
+    assert text == "Bartholomew-Maximilian，为您精选：\nWest… https://shop.example/p/S1\n回复TD退订"

@@ -263,3 +263,39 @@ def test_store_guard_indexes_the_database_catalog(db_path):
     msg = Message("sms", {"text": "越野跑鞋X，再配一个帆布旅行包\n回复TD退订"})
     check = {c.name: c for c in guard.check(msg, ctx)}["guard.products"]
     assert not check.ok and "SKU-9" in check.message
+
+
+def test_mentions_item_fails_when_no_recommended_item_is_named():
+    # The bug: fit_sms cut the whole item line, leaving greeting + site link + opt-out.
+    check = sms("Pushgen Demo Shop: Hi Alice, picked for you... https://shop.example")[
+        "guard.mentions_item"]
+    assert not check.ok and check.severity == "error"
+    assert "SKU-1, SKU-2" in check.message
+    assert not sms("Hi Alice, picked for you: Trail... $48.99")["guard.mentions_item"].ok  # too short
+
+
+@pytest.mark.parametrize("text", [
+    "Trail Runner X $48.99",                         # full title
+    "Hi Alice: Merino Wool... $1,299.00",            # the renderer's cut (GSM ellipsis)
+    "Hi Alice: Merino Wool… $1,299.00",              # ... and the '…' form
+    "Hi Alice: Merino Wool Sock $1,299.00",          # a 12+ character prefix
+    "Hi Alice, see https://shop.example/p/SKU-2",    # the item's URL
+])
+def test_mentions_item_accepts_title_cut_prefix_or_url(text):
+    check = sms(text)["guard.mentions_item"]
+    assert check.ok, check.message
+
+
+def test_mentions_item_accepts_chinese_title_with_or_without_brand():
+    ctx = make_ctx(locale="zh-CN")
+    ctx.items[0].attributes = {"title_zh": "West Lake Garden 明前龙井绿茶"}
+    assert sms("王小明，为您精选：明前龙井… $48.99", ctx)["guard.mentions_item"].ok
+    assert sms("王小明，为您精选：West Lake Garden 明前龙井绿茶", ctx)["guard.mentions_item"].ok
+    assert not sms("王小明，为您精选：好茶… $48.99", ctx)["guard.mentions_item"].ok
+
+
+def test_mentions_item_push_deep_link_counts():
+    ctx = make_ctx(channel="push")
+    msg = Message("push", {"title": "For you", "body": "New picks inside",
+                           "deep_link": "shop://item/SKU-2"})
+    assert {c.name: c for c in GUARD.check(msg, ctx)}["guard.mentions_item"].ok

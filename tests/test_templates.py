@@ -264,3 +264,52 @@ def test_render_and_check_are_fast():
         guard.check(render(ctx).message, ctx)
     per_draft = (time.process_time() - start) / len(contexts)
     assert per_draft < 0.002, f"{per_draft * 1e6:.0f} us per SMS draft"
+
+
+def _mention_check(msg, ctx):
+    return {c.name: c for c in Guard().check(msg, ctx)}["guard.mentions_item"]
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+@pytest.mark.parametrize("url", ["https://shop.example/p/SKU-1", None])
+def test_sms_shrinking_never_drops_the_only_item(locale, url):
+    # A non-GSM sender name makes even the English SMS UCS-2 (70 characters): greeting,
+    # item line and opt-out cannot all fit, so the greeting goes, never the item.
+    ctx = context("sms", locale, name="Łukasz Bartholomew-Maximilian", sms_max_segments=1,
+                  sender_name="Łódź Very Long Sender Name Emporium Incorporated")
+    ctx.items[0].title = "West Lake Garden Organic Premium Jasmine Pearl Green Tea Gift Box"
+    ctx.items[0].attributes["title_zh"] = "西湖龙井有机手工茉莉龙珠绿茶礼盒装豪华版特级精选"
+    ctx.items[0].url = url
+    msg = render(ctx).message
+    text = msg.get("text")
+    assert sms_info(text).segments == 1
+    assert text.endswith("\nReply STOP to opt out" if locale == "en-US" else "\n回复TD退订")
+    assert ("West Lake" if locale == "en-US" else "西湖龙井") in text
+    if url:
+        assert url in text
+    assert _mention_check(msg, ctx).ok
+    assert all(c.ok for c in check_draft(msg, ctx, catalog_titles=CATALOG)
+               if c.severity == "error")
+
+
+def test_long_titles_in_every_default_template_still_name_the_item():
+    for locale in ("en-US", "zh-CN"):
+        for channel in ("sms", "push", "email"):
+            for segments in (1, 2):
+                ctx = context(channel, locale, sms_max_segments=segments, push_title_max=20,
+                              push_body_max=30)
+                for it in ctx.items:
+                    it.title = "Ultralight Waterproof Trail Runner With Extra Cushioning " + it.sku
+                    it.attributes = {"title_zh": "Trail Co 超轻防水透气越野跑鞋男款加厚缓震大底"}
+                msg = render(ctx).message
+                failed = [c for c in check_draft(msg, ctx) if not c.ok and c.severity == "error"]
+                assert failed == [], (locale, channel, segments, msg.fields, failed)
+
+
+def test_chinese_sms_cuts_the_latin_brand_not_the_chinese_words():
+    ctx = context("sms", "zh-CN", sms_max_segments=1)
+    ctx.items[0].attributes["title_zh"] = "West Lake Garden 有机手工茉莉龙珠绿茶礼盒装豪华版特级精选"
+    text = render(ctx).message.get("text")
+    assert "有机手工" in text and "West Lake" not in text
+    assert sms_info(text).segments == 1 and "https://shop.example/p/SKU-1" in text
+    assert _mention_check(render(ctx).message, ctx).ok

@@ -272,13 +272,14 @@ def _names_title(folded: str, title: str) -> bool:
 
 
 def mentioned_item(copy: str, items: Sequence[ItemFacts], *, links: str = "",
-                   settings: CampaignSettings | None = None) -> str | None:
+                   settings: CampaignSettings | None = None,
+                   titles_only: bool = False) -> str | None:
     """SKU of the first recommended item the copy names, or None.
 
     An item counts as named by its title or Chinese title (``attributes['title_zh']``, also
     without a leading Latin brand), a cut of a title's start ending in an ellipsis, a piece
     of a title of 12+ characters (6+ Chinese), its URL or its deep link (in ``links``:
-    every field as written, or the copy when not given).
+    every field as written, or the copy when not given); ``titles_only``: not by links.
     """
     folded = _fold_mention(copy)
     links = links or copy
@@ -289,6 +290,8 @@ def mentioned_item(copy: str, items: Sequence[ItemFacts], *, links: str = "",
             titles += [zh, strip_latin_brand(zh)]
         if any(t and _names_title(folded, t) for t in titles):
             return it.sku
+    if titles_only:
+        return None
     urls = {_norm_url(u) for u in find_urls(links)}
     if urls:
         for it in items:

@@ -427,18 +427,20 @@ class Renderer:
                  max_segments: int) -> str:
         """Cut the text to fit; if that cut away every item, drop the lines above the first
         item (greeting) instead, so the SMS keeps a (shortened) title and the item's link."""
+        def named(copy: str) -> bool:
+            return mentioned_item(copy, items, settings=settings, titles_only=True) is not None
+
         fitted = shrink_sms(text, locale, max_segments)
-        if (mentioned_item(fitted, items, settings=settings)
-                or not mentioned_item(text, items, settings=settings)):
+        if named(fitted) or not named(text):
             return fitted
         body, opt_out = split_opt_out(text, locale)
         lines = body.split("\n")
         for i in range(1, len(lines)):
             rest = "\n".join(lines[i:]).strip()
-            if not mentioned_item(rest, items, settings=settings):
+            if not named(rest):
                 break
             cut = shrink_sms(f"{rest}\n{opt_out}" if opt_out else rest, locale, max_segments)
-            if mentioned_item(cut, items, settings=settings):
+            if named(cut):
                 return cut
         return fitted
 
