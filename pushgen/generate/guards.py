@@ -235,8 +235,12 @@ def _fold_mention(text: str) -> str:
     return " ".join(gsm_normalize(text).casefold().split())
 
 
+def _char_weight(c: str) -> int:
+    return 2 if _HAS_CJK_RE.match(c) else (0 if c.isspace() else 1)
+
+
 def _weight(text: str) -> int:
-    return sum(2 if _HAS_CJK_RE.match(c) else (0 if c.isspace() else 1) for c in text)
+    return sum(map(_char_weight, text))
 
 
 def _names_title(folded: str, title: str) -> bool:
@@ -256,18 +260,20 @@ def _names_title(folded: str, title: str) -> bool:
                     return True
                 break
         pos = folded.find("...", pos + 3)
-    # Any long enough piece: checking the shortest window from each start is enough.
-    if _weight(t) < MENTION_MIN_WEIGHT:
+    # Any long enough piece: the shortest window from each start is enough (sliding).
+    weights = [_char_weight(c) for c in t]
+    if sum(weights) < MENTION_MIN_WEIGHT:
         return False
+    j = w = 0
     for i in range(len(t)):
-        j, w = i, 0
         while j < len(t) and w < MENTION_MIN_WEIGHT:
-            w += _weight(t[j])
+            w += weights[j]
             j += 1
         if w < MENTION_MIN_WEIGHT:
             break
         if t[i:j] in folded:
             return True
+        w -= weights[i]
     return False
 
 
@@ -281,8 +287,12 @@ def mentioned_item(copy: str, items: Sequence[ItemFacts], *, links: str = "",
     of a title of 12+ characters (6+ Chinese), its URL or its deep link (in ``links``:
     every field as written, or the copy when not given); ``titles_only``: not by links.
     """
+    if not titles_only:
+        # Links first: cheap, and nearly every draft carries its item's URL or deep link.
+        sku = _linked_item(links or copy, items, settings)
+        if sku is not None:
+            return sku
     folded = _fold_mention(copy)
-    links = links or copy
     for it in items:
         titles = [it.title]
         zh = (it.attributes or {}).get("title_zh")
@@ -290,8 +300,12 @@ def mentioned_item(copy: str, items: Sequence[ItemFacts], *, links: str = "",
             titles += [zh, strip_latin_brand(zh)]
         if any(t and _names_title(folded, t) for t in titles):
             return it.sku
-    if titles_only:
-        return None
+    return None
+
+
+def _linked_item(links: str, items: Sequence[ItemFacts],
+                 settings: CampaignSettings | None) -> str | None:
+    """SKU of the first item whose URL or deep link appears in ``links``."""
     urls = {_norm_url(u) for u in find_urls(links)}
     if urls:
         for it in items:
