@@ -72,6 +72,7 @@ def test_template_sms_campaign_drafts_only_consented_users_with_provenance(shop:
         text = json.loads(content)["text"]
         items = json.loads(items)
         assert items and all(i["reason"] and isinstance(i["score"], float) for i in items)
+        assert items[0]["url"] in text          # the copy links the item it recommends
         names = {c["name"] for c in json.loads(checks)}
         assert {"sms.segments", "sms.opt_out", "guard.price"} <= names
         assert template_name.startswith("sms/default.") and "@" in template_name
