@@ -130,7 +130,17 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
     return CampaignConfig(settings=settings, audience=audience, rank=rank)
 
 
-def settings_from_json(config: dict[str, Any]) -> CampaignSettings:
-    """Rebuild CampaignSettings from a campaigns.config JSON object (unknown keys ignored)."""
+def settings_from_json(config: dict[str, Any] | None, *, name: str | None = None,
+                       channel: str | None = None) -> CampaignSettings:
+    """Rebuild CampaignSettings from a campaigns.config JSON object.
+
+    Keys that are not settings (audience, rank) are ignored; ``name`` and ``channel`` fill
+    in for a campaign row whose config lacks them.
+    """
     known = {f.name for f in dataclasses.fields(CampaignSettings)}
-    return CampaignSettings(**{k: v for k, v in config.items() if k in known})
+    values = {k: v for k, v in (config or {}).items() if k in known}
+    if name is not None:
+        values.setdefault("name", name)
+    if channel is not None:
+        values.setdefault("channel", channel)
+    return CampaignSettings(**values)

@@ -38,7 +38,8 @@ from sqlite_utils import Database
 from .channels import unsubscribe_url_for
 from .errors import PushgenError
 from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
-from .review import campaign_id, campaign_settings, check_result, default_actor
+from .config import settings_from_json
+from .review import campaign_id, check_result, default_actor
 from .store import now_iso
 from .store import reviews as store
 
@@ -354,7 +355,8 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                                f"drafts, not {channel}: use `pushgen export "
                                f"{sorted(by_channel)[0]} -c {campaign}`")
         raise PushgenError(f"campaign {campaign} has no drafts yet (run `pushgen draft`)")
-    settings = campaign_settings(json.loads(row["config"] or "{}"), campaign, channel)
+    settings = settings_from_json(json.loads(row["config"] or "{}"), name=campaign,
+                                  channel=channel)
     report = ExportReport(campaign=campaign, channel=channel, fmt=fmt)
     statuses = ("approved", "exported") if again else ("approved",)
     path: Path | None = None

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .config import settings_from_json
 from .errors import PushgenError
 from .messages import (CHANNEL_FIELDS, CampaignSettings, CheckResult, ItemFacts, Message,
                        MessageContext, Recipient, checks_pass)
@@ -131,16 +132,6 @@ def default_actor() -> str:
         return "reviewer"
 
 
-def campaign_settings(config: dict[str, Any], campaign: str, channel: str
-                      ) -> CampaignSettings:
-    """CampaignSettings from campaigns.config; unknown keys (audience, rank...) are ignored."""
-    names = {f.name for f in dataclasses.fields(CampaignSettings)}
-    kwargs = {k: v for k, v in (config or {}).items() if k in names}
-    kwargs.setdefault("name", campaign)
-    kwargs.setdefault("channel", channel)
-    return CampaignSettings(**kwargs)
-
-
 def _item(data: dict[str, Any]) -> ItemFacts:
     names = {f.name for f in dataclasses.fields(ItemFacts)}
     return ItemFacts(**{k: v for k, v in data.items() if k in names})
@@ -176,7 +167,7 @@ def _view(db: Database, row: dict[str, Any], *, history: bool) -> DraftView:
         user_email=r["user_email"], user_phone=r["user_phone"],
         consent=bool(r.get(f"consent_{channel}")),
         segment={"locale": r["user_locale"], **(r["user_attributes"] or {})},
-        settings=campaign_settings(r["campaign_config"], r["campaign"], channel),
+        settings=settings_from_json(r["campaign_config"], name=r["campaign"], channel=channel),
         history=[_event(e) for e in store.events_for(db, r["id"])] if history else [],
     )
 
@@ -361,7 +352,8 @@ def recheck(db: Database, row: dict[str, Any], content: dict[str, str]) -> list[
     recipient = drafts_store.recipients(db, [uid]).get(uid)
     if recipient is None:  # pragma: no cover - foreign keys keep the user
         raise PushgenError(f"draft {row['id']}: its user {uid} no longer exists")
-    settings = campaign_settings(row["campaign_config"], row["campaign"], row["channel"])
+    settings = settings_from_json(row["campaign_config"], name=row["campaign"],
+                                  channel=row["channel"])
     ctx = MessageContext(recipient=recipient, items=[_item(i) for i in row["items"]],
                          settings=settings, variant=row["variant"])
     forbidden = drafts_store.contact_values(db, [uid]).get(uid, [])
@@ -453,6 +445,6 @@ def campaign_report(db: Database, campaign: str) -> dict[str, Any]:
 
 __all__ = ["STATUSES", "DraftView", "EditResult", "ReviewEvent", "QueueCounts",
            "default_actor", "campaign_id", "get_draft", "list_drafts", "count_drafts",
-           "queue_ids", "queue_counts", "campaign_settings", "check_result", "approve",
+           "queue_ids", "queue_counts", "check_result", "approve",
            "reject", "reopen", "edit", "recheck",
            "approve_all_passing", "campaign_report"]
