@@ -283,6 +283,17 @@ def _write(db: Database, row: dict[str, Any], changes: dict[str, Any],
         raise _stale(db, row["id"], row["version"])
 
 
+def _set_status(db: Database, row: dict[str, Any], status: str, action: str,
+                actor: str | None, reason: str | None) -> DraftView:
+    """Move a draft to ``status`` (content unchanged) with its audit row; return it."""
+    now = now_iso()
+    _write(db, row, {"status": status, "updated_at": now},
+           {"actor": actor or default_actor(), "action": action, "at": now,
+            "status_before": row["status"], "status_after": status,
+            "before": row["content"], "after": row["content"], "reason": reason})
+    return get_draft(db, row["id"])
+
+
 def approve(db: Database, draft_id: int, *, actor: str | None = None,
             expected_version: int | None = None, reason: str | None = None) -> DraftView:
     """Approve a draft for export. Refused unless every error-severity check passed."""
@@ -293,12 +304,7 @@ def approve(db: Database, draft_id: int, *, actor: str | None = None,
                            for c in checks if not c.ok and c.severity == "error")
         raise PushgenError(f"cannot approve draft {draft_id}: it fails "
                            f"{failed or 'its checks'}; edit it until every check passes")
-    now = now_iso()
-    _write(db, row, {"status": "approved", "updated_at": now},
-           {"actor": actor or default_actor(), "action": "approve", "at": now,
-            "status_before": row["status"], "status_after": "approved",
-            "before": row["content"], "after": row["content"], "reason": reason})
-    return get_draft(db, draft_id)
+    return _set_status(db, row, "approved", "approve", actor, reason)
 
 
 def reject(db: Database, draft_id: int, *, actor: str | None = None, reason: str,
@@ -307,24 +313,14 @@ def reject(db: Database, draft_id: int, *, actor: str | None = None, reason: str
     if not reason or not reason.strip():
         raise PushgenError(f"rejecting draft {draft_id} needs a reason (--reason)")
     row = _load_for_write(db, draft_id, "reject", expected_version)
-    now = now_iso()
-    _write(db, row, {"status": "rejected", "updated_at": now},
-           {"actor": actor or default_actor(), "action": "reject", "at": now,
-            "status_before": row["status"], "status_after": "rejected",
-            "before": row["content"], "after": row["content"], "reason": reason.strip()})
-    return get_draft(db, draft_id)
+    return _set_status(db, row, "rejected", "reject", actor, reason.strip())
 
 
 def reopen(db: Database, draft_id: int, *, actor: str | None = None, reason: str | None = None,
            expected_version: int | None = None) -> DraftView:
     """Put an approved or rejected draft back in the queue (status draft)."""
     row = _load_for_write(db, draft_id, "reopen", expected_version)
-    now = now_iso()
-    _write(db, row, {"status": "draft", "updated_at": now},
-           {"actor": actor or default_actor(), "action": "reopen", "at": now,
-            "status_before": row["status"], "status_after": "draft",
-            "before": row["content"], "after": row["content"], "reason": reason})
-    return get_draft(db, draft_id)
+    return _set_status(db, row, "draft", "reopen", actor, reason)
 
 
 _GUARDS: dict[tuple[Any, ...], Any] = {}

@@ -256,21 +256,15 @@ def stats(campaign: Annotated[str | None, typer.Option(
     console.print(rows)
 
     n_users = counts["users"]
-    consent = Table(title="Consent", title_justify="left")
-    consent.add_column("channel")
-    consent.add_column("users", justify="right")
-    consent.add_column("% of users", justify="right")
-    for channel, n in catalog.consent_counts(store).items():
-        consent.add_row(channel, f"{n:,}", _pct(n, n_users))
-    console.print(consent)
-
-    locales = Table(title="Locales", title_justify="left")
-    locales.add_column("locale")
-    locales.add_column("users", justify="right")
-    locales.add_column("% of users", justify="right")
-    for locale, n in catalog.locale_counts(store).items():
-        locales.add_row(locale, f"{n:,}", _pct(n, n_users))
-    console.print(locales)
+    for title, label, counts in (("Consent", "channel", catalog.consent_counts(store)),
+                                 ("Locales", "locale", catalog.locale_counts(store))):
+        share = Table(title=title, title_justify="left")
+        share.add_column(label)
+        share.add_column("users", justify="right")
+        share.add_column("% of users", justify="right")
+        for key, n in counts.items():
+            share.add_row(key, f"{n:,}", _pct(n, n_users))
+        console.print(share)
 
     events = Table(title="Events by kind", title_justify="left")
     events.add_column("kind")
