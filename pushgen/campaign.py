@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from .config import CampaignConfig
 from .errors import PushgenError
 from .messages import CheckResult, ItemFacts, Message, MessageContext, checks_pass
+from .signing import recipient_unsubscribe_url, shop_secret
 from .store import drafts as store
 
 Progress = Callable[[int], None]
@@ -131,6 +132,7 @@ def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: 
 
     recs = recommendations_for(db, campaign_id, user_ids)
     people = store.recipients(db, user_ids)
+    secret = shop_secret(db)
     k = config.settings.items_per_message
     out: list[MessageContext] = []
     no_items = 0
@@ -144,8 +146,11 @@ def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: 
                 continue
             shift = (v - 1) % len(items)
             chosen = (items[shift:] + items[:shift])[:k]
-            out.append(MessageContext(recipient=people[uid], items=chosen,
-                                      settings=config.settings, variant=v))
+            person = people[uid]
+            out.append(MessageContext(
+                recipient=person, items=chosen, settings=config.settings, variant=v,
+                unsubscribe_url=recipient_unsubscribe_url(
+                    secret, config.settings, campaign_id, uid, person.external_id)))
     return out, no_items
 
 

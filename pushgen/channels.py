@@ -7,8 +7,6 @@ truncation helper ``fit_sms`` live here so the UI, the renderer and the checks a
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html as _html
 import json
 import re
@@ -299,19 +297,6 @@ def shrink_sms(text: str, locale: str | None, max_segments: int) -> str:
 
 
 # --- links -----------------------------------------------------------------------------------
-
-
-def unsubscribe_token(campaign_name: str, user_external_id: str, secret: str = "pushgen") -> str:
-    """Short HMAC-SHA256 token identifying (campaign, user) in the unsubscribe link."""
-    msg = f"{campaign_name}\x1f{user_external_id}".encode()
-    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:20]
-
-
-def unsubscribe_url_for(settings: CampaignSettings, user_external_id: str,
-                        secret: str = "pushgen") -> str:
-    """The campaign's unsubscribe URL with this user's token filled in."""
-    return settings.unsubscribe_url.format(
-        token=unsubscribe_token(settings.name, user_external_id, secret))
 
 
 def deep_link_for(settings: CampaignSettings, sku: str) -> str:

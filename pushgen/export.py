@@ -35,11 +35,11 @@ from urllib.parse import quote
 
 from sqlite_utils import Database
 
-from .channels import unsubscribe_url_for
 from .errors import PushgenError
 from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
 from .config import settings_from_json
 from .review import campaign_id, check_result, default_actor
+from .signing import recipient_unsubscribe_url, shop_secret
 from .store import now_iso
 from .store import reviews as store
 
@@ -94,6 +94,7 @@ class _Outgoing:
     email: str | None
     phone: str | None
     locale: str
+    unsubscribe_url: str = ""
 
 
 def parse_send_at(value: str | None) -> str | None:
@@ -211,7 +212,7 @@ def _write_jsonl(fh: TextIO, channel: str, records: list[dict[str, Any]],
 def build_eml(msg: _Outgoing, settings: CampaignSettings, *, date: _dt.datetime) -> bytes:
     """One RFC 5322 message: multipart/alternative (text/plain, then text/html), UTF-8,
     with one-click List-Unsubscribe (RFC 8058)."""
-    unsubscribe = unsubscribe_url_for(settings, msg.recipient.external_id)
+    unsubscribe = msg.unsubscribe_url
     domain = settings.sender_email.rpartition("@")[2] or "pushgen.local"
     em = EmailMessage(policy=policy.SMTP)
     em["From"] = formataddr((settings.sender_name, settings.sender_email))
@@ -265,10 +266,12 @@ def catalog_changes(items: list[dict[str, Any]], current: dict[str, dict[str, An
 
 
 def _select(db: Database, rows: list[dict[str, Any]], channel: str, report: ExportReport,
-            stale: list[tuple[dict[str, Any], str]]) -> list[_Outgoing]:
+            stale: list[tuple[dict[str, Any], str]], settings: CampaignSettings
+            ) -> list[_Outgoing]:
     """Drafts that may be sent now: consent (read now, not at approval), a contact, checks,
     unchanged catalog facts. Stale drafts are appended to ``stale`` with the reason."""
     out: list[_Outgoing] = []
+    secret = shop_secret(db)
     decoded = [store.decode_row(raw) for raw in rows]
     current = store.catalog_facts(db, [it.get("sku") for r in decoded for it in r["items"]
                                        if it.get("sku")])
@@ -295,7 +298,9 @@ def _select(db: Database, rows: list[dict[str, Any]], channel: str, report: Expo
                               attributes=r["user_attributes"] or {})
         out.append(_Outgoing(r["id"], r["variant"], r["user_id"], r["version"], r["status"],
                              r["content"], recipient, r["user_email"], r["user_phone"],
-                             r["locale"]))
+                             r["locale"], recipient_unsubscribe_url(
+                                 secret, settings, r["campaign_id"], r["user_id"],
+                                 r["user_external_id"])))
     return out
 
 
@@ -364,7 +369,7 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
         with store.write_transaction(db):
             stale: list[tuple[dict[str, Any], str]] = []
             outgoing = _select(db, store.exportable_drafts(db, cid, channel, statuses),
-                               channel, report, stale)
+                               channel, report, stale, settings)
             sent = set() if again else store.exported_user_ids(db, cid, channel)
             outgoing = _one_per_user(outgoing, sent, report)
             report.not_approved = sum(

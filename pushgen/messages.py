@@ -117,6 +117,8 @@ class MessageContext:
     items: list[ItemFacts]
     settings: CampaignSettings
     variant: int = 1
+    # This recipient's signed unsubscribe link (``signing.unsubscribe_url``); "" when unknown.
+    unsubscribe_url: str = ""
 
 
 @dataclass

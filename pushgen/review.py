@@ -24,6 +24,7 @@ from sqlite_utils import Database
 
 from .config import settings_from_json
 from .errors import PushgenError
+from .signing import recipient_unsubscribe_url, shop_secret
 from .messages import (CHANNEL_FIELDS, CampaignSettings, CheckResult, ItemFacts, Message,
                        MessageContext, Recipient, checks_pass)
 from .store import dumps, loads, now_iso
@@ -351,7 +352,10 @@ def recheck(db: Database, row: dict[str, Any], content: dict[str, str]) -> list[
     settings = settings_from_json(row["campaign_config"], name=row["campaign"],
                                   channel=row["channel"])
     ctx = MessageContext(recipient=recipient, items=[_item(i) for i in row["items"]],
-                         settings=settings, variant=row["variant"])
+                         settings=settings, variant=row["variant"],
+                         unsubscribe_url=recipient_unsubscribe_url(
+                             shop_secret(db), settings, row["campaign_id"], uid,
+                             recipient.external_id))
     forbidden = drafts_store.contact_values(db, [uid]).get(uid, [])
     return guards.check_draft(Message(row["channel"], dict(content)), ctx,
                               forbidden_values=forbidden, guard=_guard(db))

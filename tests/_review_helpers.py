@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from pushgen.channels import unsubscribe_url_for
 from pushgen.messages import (CampaignSettings, ItemFacts, Message, MessageContext, Recipient,
                               checks_pass)
+from pushgen.signing import recipient_unsubscribe_url, shop_secret
 from pushgen.store import dumps, now_iso, open_store
 
 USERS = [
@@ -49,8 +49,15 @@ def settings(name: str, channel: str) -> CampaignSettings:
                             postal_address="1 Market Street, Springfield, 12345, USA")
 
 
-def content_for(channel: str, user: tuple, campaign: str) -> dict[str, str]:
-    """Valid copy for ``user`` (a USERS row) on ``channel``."""
+def unsub_url(db: Database, campaign: str, user: tuple) -> str:
+    """The signed unsubscribe link of ``user`` (a USERS row) in ``campaign``."""
+    cid = db.execute("SELECT id FROM campaigns WHERE name = ?", [campaign]).fetchone()[0]
+    return recipient_unsubscribe_url(shop_secret(db), settings(campaign, "email"), cid,
+                                     user[0], user[1])
+
+
+def content_for(channel: str, user: tuple, campaign: str, unsub: str = "") -> dict[str, str]:
+    """Valid copy for ``user`` (a USERS row) on ``channel`` (email: with link ``unsub``)."""
     _, ext, name, _, _, locale, _ = user
     zh = locale.startswith("zh")
     first = name if zh else name.split()[0]
@@ -66,7 +73,6 @@ def content_for(channel: str, user: tuple, campaign: str) -> dict[str, str]:
         return {"title": f"{first}, 30% off the Linen Shirt",
                 "body": "The Linen Shirt is now $34.00. Tap to see it.",
                 "deep_link": "shop://item/SKU-1"}
-    unsub = unsubscribe_url_for(settings(campaign, "email"), ext)
     address = "1 Market Street, Springfield, 12345, USA"
     if zh:
         subject = f"{first}，春季精选为您准备好了"
@@ -88,7 +94,8 @@ def run_checks(db: Database, channel: str, content: dict[str, str], user: tuple,
     """The stored checks of a draft, from the real rules."""
     uid, ext, name, email, phone, locale, attrs = user
     ctx = MessageContext(recipient=Recipient(uid, ext, name, locale, attrs),
-                         items=ITEMS, settings=settings(campaign, channel))
+                         items=ITEMS, settings=settings(campaign, channel),
+                         unsubscribe_url=unsub_url(db, campaign, user))
     message = Message(channel, dict(content))
     from pushgen.generate.guards import check_draft
 
@@ -123,7 +130,7 @@ def make_shop(path: Path | str, *, campaigns: dict[str, str] | None = None,
         cid = db["campaigns"].insert({"name": name, "channel": channel, "config": dumps(config),
                                       "created_at": now, "updated_at": now}).last_pk
         for user in USERS:
-            content = content_for(channel, user, name)
+            content = content_for(channel, user, name, unsub_url(db, name, user))
             if user[0] in failing.get(name, []):
                 content = _break(channel, content)
             checks = run_checks(db, channel, content, user, name)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches a real database, endpoint or key from the developer's environment."""
-    for var in ("PUSHGEN_DB", "OPENAI_API_KEY", "OPENAI_BASE_URL", "EDITOR", "VISUAL"):
+    for var in ("PUSHGEN_DB", "PUSHGEN_SECRET", "OPENAI_API_KEY", "OPENAI_BASE_URL", "EDITOR", "VISUAL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
 

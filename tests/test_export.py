@@ -12,11 +12,10 @@ import pytest
 
 from pushgen import export as ex
 from pushgen import review as rv
-from pushgen.channels import unsubscribe_url_for
 from pushgen.cli import app
 from pushgen.errors import PushgenError
 
-from _review_helpers import draft_id, draft_row, events, make_shop, settings
+from _review_helpers import USERS, draft_id, draft_row, events, make_shop, settings, unsub_url
 
 
 @pytest.fixture
@@ -84,7 +83,7 @@ def test_eml_is_multipart_alternative_with_one_click_unsubscribe(db, tmp_path):
     assert msg["To"].addresses[0].addr_spec == "wangfang@example.cn"
     assert msg["To"].addresses[0].display_name == "王芳"
     assert msg["Date"] is not None and msg["Message-ID"].endswith("@shop.example>")
-    unsub = unsubscribe_url_for(settings("news", "email"), "u-wang")
+    unsub = unsub_url(db, "news", USERS[1])
     assert msg["List-Unsubscribe"] == (f"<{unsub}>, "
                                        "<mailto:news@shop.example?subject=unsubscribe%20u-wang>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pushgen.channels import unsubscribe_url_for
 from pushgen.generate.guards import (
     Guard,
     check_draft,
@@ -15,6 +14,7 @@ from pushgen.generate.guards import (
 )
 from pushgen.messages import CampaignSettings, ItemFacts, Message, MessageContext, Recipient
 from pushgen.store import now_iso, open_store
+from _signing_helpers import unsub_for
 
 STOP = "Reply STOP to opt out"
 CATALOG = {
@@ -37,8 +37,9 @@ def make_ctx(*, currency="USD", locale="en-US", channel="sms", **settings) -> Me
                   url="https://shop.example/p/SKU-2"),
     ]
     settings.setdefault("banned_phrases", ["guaranteed", "act now"])
-    return MessageContext(Recipient(1, "u1", "Alice", locale), items,
-                          CampaignSettings(name="spring", channel=channel, **settings))
+    cs = CampaignSettings(name="spring", channel=channel, **settings)
+    return MessageContext(Recipient(1, "u1", "Alice", locale), items, cs,
+                          unsubscribe_url=unsub_for(cs, 1, "u1"))
 
 
 def sms(text: str, ctx=None, **kw):
@@ -180,7 +181,7 @@ def test_push_deep_link_must_open_a_recommended_item():
 
 def test_email_unsubscribe_link_is_allowed_and_required():
     ctx = make_ctx(channel="email")
-    unsub = unsubscribe_url_for(ctx.settings, "u1")
+    unsub = ctx.unsubscribe_url
     addr = ctx.settings.postal_address
     msg = Message("email", {
         "subject": "Alice, picked for you", "preheader": "Two picks chosen for you, starting "
@@ -189,7 +190,7 @@ def test_email_unsubscribe_link_is_allowed_and_required():
         "text": f"Trail Runner X $48.99\n{unsub}\n{addr}"})
     checks = {c.name: c for c in GUARD.check(msg, ctx)}
     assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
-    other = unsubscribe_url_for(ctx.settings, "someone-else")
+    other = unsub_for(ctx.settings, 2, "someone-else")
     msg.fields["text"] = msg.fields["text"].replace(unsub, other)
     checks = {c.name: c for c in GUARD.check(msg, ctx)}
     assert not checks["email.unsubscribe"].ok and not checks["guard.links"].ok

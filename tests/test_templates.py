@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pushgen.channels import sms_encoding, sms_info, unsubscribe_url_for
+from pushgen.channels import sms_encoding, sms_info
 from pushgen.errors import PushgenError
+from _signing_helpers import unsub_for
 from pushgen.generate.guards import Guard, check_draft
 from pushgen.generate.templates import (
     format_money,
@@ -49,8 +50,9 @@ NAMES = {"en-US": "Alice Smith", "zh-CN": "王小明"}
 def context(channel: str, locale: str = "en-US", name: str | None = "default",
             currency: str = "USD", **settings) -> MessageContext:
     who = NAMES[locale] if name == "default" else name
-    return MessageContext(Recipient(1, "u1", who, locale), make_items(currency),
-                          CampaignSettings(name="spring", channel=channel, **settings))
+    cs = CampaignSettings(name="spring", channel=channel, **settings)
+    return MessageContext(Recipient(1, "u1", who, locale), make_items(currency), cs,
+                          unsubscribe_url=unsub_for(cs, 1, "u1"))
 
 
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
@@ -95,7 +97,7 @@ def test_english_sms_content():
 def test_email_content_has_items_unsubscribe_and_address():
     ctx = context("email")
     msg = render(ctx).message
-    unsub = unsubscribe_url_for(ctx.settings, "u1")
+    unsub = ctx.unsubscribe_url
     html, text = msg.get("html"), msg.get("text")
     for part in (html, text):
         assert unsub in part and ctx.settings.postal_address in part

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, drafting, ranking, reviewing  # noqa: F401  (register their commands)
+from . import data, drafting, ranking, reviewing, unsubscribe  # noqa: F401  (register commands)
 from .app import app
 
 

@@ -21,7 +21,6 @@ from ..channels import (
     deep_link_for,
     find_urls,
     gsm_normalize,
-    unsubscribe_url_for,
 )
 from ..messages import CampaignSettings, CheckResult, ItemFacts, Message, MessageContext, Recipient
 
@@ -411,11 +410,10 @@ def _quote(values: Iterable[str], limit: int = 3) -> str:
 class Guard:
     """Fact and policy guards for one campaign; build once (indexes the catalog), call often."""
 
-    def __init__(self, catalog_titles: Mapping[str, str | Sequence[str]] | None = None, *,
-                 unsubscribe_secret: str = "pushgen") -> None:
+    def __init__(self, catalog_titles: Mapping[str, str | Sequence[str]] | None = None
+                 ) -> None:
         """``catalog_titles``: sku -> title (or several titles, e.g. [title, title_zh])."""
         self.catalog = _CatalogIndex(catalog_titles) if catalog_titles else None
-        self.unsubscribe_secret = unsubscribe_secret
 
     def check(self, message: Message, ctx: MessageContext, *,
               forbidden_values: Sequence[str] | None = None) -> list[CheckResult]:
@@ -426,10 +424,11 @@ class Guard:
         return checks + self.guards(message, ctx, forbidden_values=forbidden_values,
                                     unsubscribe_url=unsub)
 
-    def unsubscribe_url(self, ctx: MessageContext) -> str:
-        """The exact unsubscribe link this recipient's copy may (email: must) carry."""
-        return unsubscribe_url_for(ctx.settings, ctx.recipient.external_id,
-                                   self.unsubscribe_secret)
+    @staticmethod
+    def unsubscribe_url(ctx: MessageContext) -> str | None:
+        """The exact unsubscribe link this recipient's copy may (email: must) carry; None
+        when the context has none (then only the campaign's pattern is checked)."""
+        return ctx.unsubscribe_url or None
 
     def guards(self, message: Message, ctx: MessageContext, *,
                forbidden_values: Sequence[str] | None = None,
@@ -451,7 +450,7 @@ class Guard:
             self._prices(prose, ctx.items),
             self._discounts(prose, ctx.items),
             self._products(copy, ctx.items),
-            self._urls(urls, ctx, unsubscribe_url or (lambda: self.unsubscribe_url(ctx))),
+            self._urls(urls, ctx, unsubscribe_url or self.unsubscribe_url(ctx)),
         ]
         if message.channel == "push":
             checks.append(self._deep_link(message.get("deep_link"), ctx))
@@ -536,8 +535,7 @@ class Guard:
         return node.get(None, [])
 
     @staticmethod
-    def _urls(urls: list[str], ctx: MessageContext,
-              unsubscribe_url: str | Callable[[], str]) -> CheckResult:
+    def _urls(urls: list[str], ctx: MessageContext, unsubscribe_url: str | None) -> CheckResult:
         settings = ctx.settings
         raw: set[str | None] = set()
         for it in ctx.items:
@@ -547,7 +545,7 @@ class Guard:
         pending = [u for u in urls if u not in raw]  # the usual case: every link is exact
         bad = []
         if pending:
-            unsub = unsubscribe_url() if callable(unsubscribe_url) else unsubscribe_url
+            unsub = unsubscribe_url
             unsub_head = _norm_url(settings.unsubscribe_url.split("{token}")[0])
             raw.add(unsub)
             pending = [u for u in pending if u not in raw]

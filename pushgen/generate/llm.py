@@ -36,7 +36,7 @@ from tenacity import (RetryCallState, Retrying, retry_if_exception, stop_after_a
                       wait_exponential_jitter)
 
 from ..channels import (GSM7, deep_link_for, gsm_normalize, opt_out_line, sms_capacity,
-                        sms_encoding, unsubscribe_url_for)
+                        sms_encoding)
 from ..errors import PushgenError
 from ..messages import CHANNEL_FIELDS, ItemFacts, Message, MessageContext
 from ..store import dumps
@@ -250,7 +250,7 @@ def finish_message(fields: dict[str, str], ctx: MessageContext) -> Message:
     elif channel == "push":
         out["deep_link"] = deep_link_for(s, ctx.items[0].sku) if ctx.items else ""
     else:
-        unsub = unsubscribe_url_for(s, ctx.recipient.external_id)
+        unsub = ctx.unsubscribe_url
         address = f"{s.sender_name}, {s.postal_address}"
         html_body, text_body = out["html"], out["text"]
         footer = []

@@ -34,8 +34,6 @@ from ..channels import (
     sms_info,
     split_opt_out,
     truncate_chars,
-    unsubscribe_token,
-    unsubscribe_url_for,
 )
 from ..errors import PushgenError
 from .guards import mentioned_item, strip_latin_brand
@@ -43,7 +41,7 @@ from ..messages import CHANNEL_FIELDS, ItemFacts, Message, MessageContext, Recip
 
 __all__ = [
     "RenderedMessage", "TemplateInfo", "render", "list_templates", "format_money",
-    "localized_title", "unsubscribe_token", "locale_candidates", "Renderer",
+    "localized_title", "locale_candidates", "Renderer",
 ]
 
 BUNDLED_PACKAGE = "pushgen.bundled_templates"
@@ -308,8 +306,7 @@ class Renderer:
 
     # -- rendering --
 
-    def render(self, ctx: MessageContext, *, template: str | None = None,
-               unsubscribe_secret: str = "pushgen") -> RenderedMessage:
+    def render(self, ctx: MessageContext, *, template: str | None = None) -> RenderedMessage:
         """Render ``ctx`` with the named template (default: the campaign's) and fit limits."""
         settings = ctx.settings
         channel = settings.channel
@@ -333,8 +330,7 @@ class Renderer:
             "locale": locale, "lang": _lang(locale), "channel": channel,
             "variant": ctx.variant, "greeting_name": greeting_name(ctx.recipient, locale),
             "opt_out": opt_out_line(locale), "site_url": settings.site_url,
-            "unsubscribe_url": unsubscribe_url_for(settings, ctx.recipient.external_id,
-                                                   unsubscribe_secret),
+            "unsubscribe_url": ctx.unsubscribe_url,
             "title_max": None,
         }
         if channel == "sms":
@@ -506,14 +502,12 @@ def get_renderer(template_dirs: Sequence[str | os.PathLike[str]] | None = None) 
 
 
 def render(ctx: MessageContext, *, template: str | None = None,
-           template_dirs: Sequence[str | os.PathLike[str]] | None = None,
-           unsubscribe_secret: str = "pushgen") -> RenderedMessage:
+           template_dirs: Sequence[str | os.PathLike[str]] | None = None) -> RenderedMessage:
     """Render one message for ``ctx`` (template default: ``ctx.settings.template``).
 
     Raises PushgenError naming the file and line for a template mistake.
     """
-    return get_renderer(template_dirs).render(ctx, template=template,
-                                              unsubscribe_secret=unsubscribe_secret)
+    return get_renderer(template_dirs).render(ctx, template=template)
 
 
 def list_templates(template_dirs: Sequence[str | os.PathLike[str]] | None = None

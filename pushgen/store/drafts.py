@@ -229,6 +229,13 @@ def sample_drafts(db: Database, campaign_id: int, limit: int = 3) -> list[dict[s
              "passed": bool(r[4]), "generator": r[5]} for r in rows[:limit]]
 
 
+def token_owner(db: Database, campaign_id: int, user_id: int) -> tuple[str, str] | None:
+    """(campaign name, customer external id) of an unsubscribe token's ids, if both exist."""
+    row = db.execute("SELECT c.name, u.external_id FROM campaigns c, users u "
+                     "WHERE c.id = ? AND u.id = ?", [campaign_id, user_id]).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def user_id(db: Database, external_id: str) -> int | None:
     """Internal id of the user with ``external_id``."""
     row = db.execute("SELECT id FROM users WHERE external_id = ?", [external_id]).fetchone()

@@ -1,0 +1,28 @@
+"""`pushgen unsubscribe ...`: check unsubscribe links against the shop's secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..signing import verify_unsubscribe
+from ..store import open_store
+from .app import DEFAULT_DB, DbOption, app, sub_app
+
+unsubscribe = sub_app("Unsubscribe links: say whose a link is, or that it is forged.")
+app.add_typer(unsubscribe, name="unsubscribe")
+
+
+@unsubscribe.command("verify")
+def verify_cmd(token: Annotated[str, typer.Argument(
+                   help="An unsubscribe URL from an email, or just its token.")],
+               db: DbOption = DEFAULT_DB) -> None:
+    """Say which campaign and customer an unsubscribe link was made for.
+
+    A link whose signature does not match this shop's secret is reported as forged
+    (exit code 1). Example: [bold]pushgen unsubscribe verify 'https://shop.example/unsubscribe?t=3-17-9f...'[/]
+    """
+    found = verify_unsubscribe(open_store(db, create=False), token)
+    typer.echo(f"valid: campaign {found.campaign!r} (id {found.campaign_id}), customer "
+               f"{found.external_id!r} (id {found.user_id})")
