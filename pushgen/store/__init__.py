@@ -81,7 +81,7 @@ def db_folder(db: Database) -> Path:
 def table_counts(db: Database) -> dict[str, int]:
     """Row count of every pushgen table."""
     names = ["users", "items", "events", "models", "campaigns", "recommendations",
-             "drafts", "review_events", "llm_cache"]
+             "drafts", "review_events", "llm_cache", "consent_events"]
     return {n: db.execute(f"SELECT count(*) FROM [{n}]").fetchone()[0] for n in names}
 
 

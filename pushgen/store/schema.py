@@ -181,3 +181,25 @@ def _drafts(db: Database) -> None:
             created_at TEXT NOT NULL
         )"""
     )
+
+
+@migrations(name="0004_push_token_and_consent_log")
+def _push_token_and_consent_log(db: Database) -> None:
+    # A device token for push exports (APNs / FCM), imported with the users file.
+    db.execute("ALTER TABLE users ADD COLUMN push_token TEXT")
+    # Every consent change that did not come from a users file: an opt-out list from the
+    # sending platform, an outcome (unsubscribed, complained, hard bounce). The users row
+    # holds the current consent; this table says why it changed, for reviewers and audits.
+    db.execute(
+        """
+        CREATE TABLE consent_events (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,       -- sms | push | email
+            consent INTEGER NOT NULL,    -- the new value: 0 (opted out) or 1
+            source TEXT NOT NULL,        -- e.g. 'unsubscribe list esp-2026-12.csv:14'
+            reason TEXT,                 -- unsubscribed | complained | bounced | ...
+            at TEXT NOT NULL             -- when it happened (ISO 8601, UTC)
+        )"""
+    )
+    db.execute("CREATE INDEX consent_events_user ON consent_events(user_id)")
