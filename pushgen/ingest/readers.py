@@ -15,6 +15,7 @@ import csv
 import importlib
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -276,6 +277,9 @@ def _json_depth_error(textual: str) -> str | None:
     return None
 
 
+_LONG_NUMBER = re.compile(r'(?:"((?:[^"\\]|\\.)*)"\s*:\s*)?(-?[\d.eE+-]{41,})')
+
+
 def parse_json_line(textual: str) -> tuple[Any, str | None, str | None]:
     """(object, error, field): strict JSON for one line."""
     if textual.count("[") + textual.count("{") > MAX_JSON_DEPTH:
@@ -287,6 +291,11 @@ def parse_json_line(textual: str) -> tuple[Any, str | None, str | None]:
     except json.JSONDecodeError as exc:
         return None, f"bad JSON: {exc.msg} (column {exc.colno})", None
     except _JsonValueError as exc:
+        if exc.field is None:   # a number too long: say where, and under which key
+            found = _LONG_NUMBER.search(textual)
+            if found is not None:
+                return (None, f"bad JSON: {exc} (at column {found.start(2) + 1})",
+                        found.group(1))
         return None, f"bad JSON: {exc}", exc.field
     except RecursionError:
         return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", None
