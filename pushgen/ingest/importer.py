@@ -28,7 +28,7 @@ from . import readers
 from .options import ImportOptions, Shaper, check_header, mapping_renames
 from .presets import PresetRun, Skip, get_preset
 from .readers import Record
-from .rows import (REQUIRED, EventRow, Reading, event_row, item_row, new_item_row,
+from .rows import (REQUIRED, Reading, event_row, item_row, merge_rows, new_item_row,
                    new_user_row, user_row)
 from .unsubscribes import CUSTOMER_COLUMNS, OptOutParser
 from .values import RowError
@@ -276,10 +276,12 @@ class _Events(_Handler):
 
     def add(self, parsed: Any, line: int) -> None:
         event, user_new, item_new = parsed
+        # What the file says about a new customer or product: later rows win, empty
+        # cells change nothing.
         if user_new is not None:
-            self.new_users[event.user] = user_new     # the last row naming it wins
+            self.new_users[event.user] = merge_rows(self.new_users.get(event.user), user_new)
         if item_new is not None:
-            self.new_items[event.item] = item_new
+            self.new_items[event.item] = merge_rows(self.new_items.get(event.item), item_new)
         if event.kind == "return":
             self.report.returns += 1
         self.batch.append(event)

@@ -199,8 +199,9 @@ def event_row(rec: dict[str, Any], reading: Reading, line: int) -> EventRow | Sk
 
 
 def new_user_row(event: EventRow, reading: Reading) -> dict[str, Any]:
-    """The customer an events row creates: its external id plus the row's user.* columns."""
-    fields = dict(event.user_fields or {})
+    """The customer an events row creates: its external id plus the row's non-empty user.*
+    columns (an empty cell says nothing about the customer, so it sets nothing)."""
+    fields = {k: v for k, v in (event.user_fields or {}).items() if v is not None}
     fields.pop("external_id", None)
     try:
         return user_row({"external_id": event.user, **fields}, reading)
@@ -210,8 +211,8 @@ def new_user_row(event: EventRow, reading: Reading) -> dict[str, Any]:
 
 def new_item_row(event: EventRow, reading: Reading) -> dict[str, Any]:
     """The product an events row creates: its sku, a title (the sku when the row has
-    none) and the row's item.* columns."""
-    fields = dict(event.item_fields or {})
+    none) and the row's non-empty item.* columns."""
+    fields = {k: v for k, v in (event.item_fields or {}).items() if v is not None}
     fields.pop("sku", None)
     if fields.get("title") is None:
         fields["title"] = event.item
@@ -221,5 +222,15 @@ def new_item_row(event: EventRow, reading: Reading) -> dict[str, Any]:
         raise RowError(f"item.{exc.field}" if exc.field else None, exc.message) from None
 
 
-__all__ = ["REQUIRED", "Reading", "user_row", "item_row", "EventRow", "event_row",
+def merge_rows(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """Fields of a later row override an earlier row's; attributes are merged."""
+    if old is None:
+        return new
+    merged = {**old, **new}
+    if "attributes" in old and "attributes" in new:
+        merged["attributes"] = {**old["attributes"], **new["attributes"]}
+    return merged
+
+
+__all__ = ["merge_rows", "REQUIRED", "Reading", "user_row", "item_row", "EventRow", "event_row",
            "new_user_row", "new_item_row", "NO_CUSTOMER", "CONSENT_AT"]
