@@ -74,9 +74,14 @@ class Shaper:
     def __init__(self, renames: dict[str, str], constants: dict[str, Any],
                  nulls: Iterable[str], trim: bool) -> None:
         self.renames = renames
-        self.constants = constants
         self.nulls = frozenset(nulls)
         self.trim = trim
+        self.constants = {}
+        for target, value in constants.items():
+            try:
+                self.constants[target] = self._clean(value, target, target)
+            except RowError as exc:
+                raise InputError(f"--set {target}: {exc.message}") from None
         self._source = {target: source for source, target in renames.items()}
         self._shadowed = set(renames.values()) - set(renames)
         self._names: tuple[str, ...] = ()
