@@ -339,3 +339,19 @@ def test_large_events_file_streams_in_bounded_memory(db, tmp_path):
     # all 120k parsed rows would take ~20 MB, and the file itself is ~4.3 MB.
     print(f"events file {size / 1e6:.1f} MB, peak traced memory {peak / 1e6:.1f} MB")
     assert peak < 3_000_000 and peak < size, (peak, size)
+
+
+def test_repeated_events_sum_quantities_and_keep_the_last_value(loaded, tmp_path, monkeypatch):
+    """Repeats far apart in one file (different batches) are still one event."""
+    lines = ["user,item,kind,ts,value,quantity"]
+    lines.append("u1,A2,rating,2026-04-01T10:00:00Z,2,")
+    lines += [f"u2,A1,view,2026-04-0{1 + i % 2},,1" for i in range(10)]
+    lines.append("u1,A2,rating,2026-04-01T10:00:00Z,5,2")
+    path = write(tmp_path / "r.csv", "\n".join(lines) + "\n")
+    monkeypatch.setattr(importer, "BATCH_SIZE", 3)
+    report = import_file(loaded, "events", path)
+    assert (report.rows, report.inserted, report.merged, report.quantity) == (12, 3, 9, 13.0)
+    rows = {(e["kind"], e["ts"][:10]): (e["value"], e["quantity"]) for e in catalog.iter_events(loaded)
+            if e["kind"] in ("rating", "view") and e["ts"].startswith("2026-04")}
+    assert rows == {("rating", "2026-04-01"): (5.0, 3.0), ("view", "2026-04-01"): (1.0, 5.0),
+                    ("view", "2026-04-02"): (1.0, 5.0)}

@@ -90,6 +90,8 @@ class ImportReport:
             first = self.reject_samples[0] if self.reject_samples else ""
             return (f"all {self.rows:,} rows were rejected; most common reason ({count:,} "
                     f"rows): {reason}; first: {first}")
+        if not self.skipped:
+            return None
         reason, count = max(self.skipped.items(), key=lambda kv: kv[1])
         return f"no row imported: all {self.rows:,} rows skipped, most for {reason} ({count:,})"
 

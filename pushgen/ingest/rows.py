@@ -204,7 +204,9 @@ def new_user_row(event: EventRow, reading: Reading) -> dict[str, Any]:
     fields = {k: v for k, v in (event.user_fields or {}).items() if v is not None}
     fields.pop("external_id", None)
     try:
-        return user_row({"external_id": event.user, **fields}, reading)
+        row = user_row({"external_id": event.user, **fields}, reading)
+        row.pop("_consent_at", None)
+        return row
     except RowError as exc:
         raise RowError(f"user.{exc.field}" if exc.field else None, exc.message) from None
 
