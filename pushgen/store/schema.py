@@ -203,3 +203,9 @@ def _push_token_and_consent_log(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX consent_events_user ON consent_events(user_id)")
+
+
+@migrations(name="0005_meta")
+def _meta(db: Database) -> None:
+    # Small facts about the database itself (e.g. the day the demo shop's history ends).
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
