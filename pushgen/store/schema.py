@@ -230,3 +230,19 @@ def _erasures(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX erasures_id_hash ON erasures(id_hash)")
+
+
+@migrations(name="0007_assignments")
+def _assignments(db: Database) -> None:
+    # Which variant of a campaign each customer gets (A/B), or 0 for the hold-out group that
+    # gets nothing. Stored once, so reruns, regenerates and exports all agree.
+    db.execute(
+        """
+        CREATE TABLE assignments (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            variant INTEGER NOT NULL,    -- 1..N, or 0 = hold-out (no message)
+            at TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, user_id)
+        )"""
+    )
