@@ -165,3 +165,23 @@ def test_help(runner, args):
 def test_version(runner):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"pushgen {__version__}"
+
+
+def test_db_before_the_command(tmp_path, runner, monkeypatch):
+    """`pushgen --db FILE CMD` works like `pushgen CMD --db FILE`; a later --db wins."""
+    from pushgen.store import open_store
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    open_store(a)["users"].insert({"external_id": "only-in-a", "created_at": "x",
+                                   "updated_at": "x"})
+    open_store(b)
+    monkeypatch.setenv("PUSHGEN_DB", str(b))
+    def shown(result) -> str:     # rich wraps the long path of the table title
+        assert result.exit_code == 0, result.output
+        return result.output.replace("\n", "").replace(" ", "")
+
+    assert str(a) in shown(runner.invoke(app, ["--db", str(a), "stats"]))
+    later = shown(runner.invoke(app, ["--db", str(a), "stats", "--db", str(b)]))
+    assert str(b) in later and str(a) not in later
+    import os
+    assert os.environ["PUSHGEN_DB"] == str(b)     # restored after the command
