@@ -166,3 +166,24 @@ def test_cli_unsubscribes_with_mapping_and_all_rejected_exit(runner, db, db_path
     result = runner.invoke(app, ["import", "unsubscribes", str(missing), "--db", str(db_path)])
     assert result.exit_code == 1 and "no column naming the customer" in result.output
     assert catalog.has_consent_events(db)
+
+
+def test_a_customer_erased_on_request_is_not_imported_again(db, tmp_path):
+    """The shop's exports still name an erased customer: the import skips those rows."""
+    from pushgen.privacy import forget_customer
+
+    forget_customer(db, "u-bob", reason="request by email")
+    users = _csv(tmp_path / "crm.csv", ["external_id", "name", "email"],
+                 [["u-bob", BOB[2], BOB[3]], ["u-new", "New Person", "new@example.com"]])
+    report = import_file(db, "users", users)
+    assert report.inserted == 1 and report.skipped == {
+        "customer erased on request (never imported again)": 1}
+    names = [n for (n,) in db.execute("SELECT name FROM users")]
+    assert BOB[2] not in names and BOB[3] not in {e for (e,) in db.execute("SELECT email FROM users")}
+    events = _csv(tmp_path / "events.csv", ["user", "item", "kind", "ts"],
+                  [["u-bob", "SKU-1", "purchase", "2026-11-01"], ["u-ana", "SKU-1", "view", "2026-11-01"]])
+    report = import_file(db, "events", events, create_missing=True)
+    assert (report.inserted, report.users_created) == (1, 0) and sum(report.skipped.values()) == 1
+    optout = _csv(tmp_path / "o.csv", ["external_id"], [["u-bob"]])
+    report = import_file(db, "unsubscribes", optout)
+    assert report.rejected == 0 and report.skipped and report.failure().startswith("no row imported")

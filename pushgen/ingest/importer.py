@@ -28,8 +28,8 @@ from . import readers
 from .options import ImportOptions, Shaper, check_header, mapping_renames
 from .presets import PresetRun, Skip, get_preset
 from .readers import Record
-from .rows import (REQUIRED, Reading, event_row, item_row, merge_rows, new_item_row,
-                   new_user_row, user_row)
+from .rows import (ERASED, REQUIRED, ErasedIds, Reading, event_row, item_row, merge_rows,
+                   new_item_row, new_user_row, user_row)
 from .unsubscribes import CUSTOMER_COLUMNS, OptOutParser
 from .values import RowError
 
@@ -190,9 +190,12 @@ class _Upserts(_Handler):
         self.key = "external_id" if kind == "users" else "sku"
         self.seen: dict[str, int] = {}
         self.guard_consent = kind == "users" and catalog.has_consent_events(self.db)
+        self.erased = ErasedIds(self.db) if kind == "users" else None
 
-    def parse(self, rec: dict[str, Any], line: int) -> dict[str, Any]:
+    def parse(self, rec: dict[str, Any], line: int) -> dict[str, Any] | Skip:
         row = (user_row if self.kind == "users" else item_row)(rec, self.reading)
+        if self.erased is not None and self.erased(row["external_id"]):
+            return ERASED
         first = self.seen.get(row[self.key])
         if first is not None:
             raise RowError(self.key, f"duplicate {self.key} {row[self.key]!r} (first on line {first})")
@@ -257,6 +260,7 @@ class _Events(_Handler):
         self.created_items: set[str] = set()
         self.new_users: dict[str, dict[str, Any]] = {}
         self.new_items: dict[str, dict[str, Any]] = {}
+        self.erased = ErasedIds(self.db)
         catalog.begin_event_staging(self.db)
 
     def parse(self, rec: dict[str, Any], line: int) -> Any:
@@ -264,6 +268,8 @@ class _Events(_Handler):
         if isinstance(event, Skip):
             return event
         user_new = item_new = None
+        if event.user not in self.users and self.erased(event.user):
+            return ERASED
         if event.user not in self.users or event.user in self.created_users:
             if not self.create:
                 raise RowError("user", f"unknown user {event.user!r} (import users first, "
@@ -331,12 +337,13 @@ class _OptOuts(_Handler):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.parser = OptOutParser(self.db, self.reading.date_formats)
+        self.parser = OptOutParser(self.db, self.reading.date_formats, ErasedIds(self.db))
         self.done: set[tuple[int, str]] = set()
         self.name = Path(self.source).name
 
     def parse(self, rec: dict[str, Any], line: int) -> Any:
-        return self.parser(rec)
+        parsed = self.parser(rec)
+        return parsed if parsed[0] else ERASED
 
     def add(self, parsed: Any, line: int) -> None:
         self.batch.append((parsed, line))

@@ -133,6 +133,31 @@ class EventRow:
 
 
 NO_CUSTOMER = Skip("no customer (the user column is empty: a guest or anonymous purchase)")
+ERASED = Skip("customer erased on request (never imported again)")
+
+
+class ErasedIds:
+    """Whether an external id belongs to a customer erased on request (``pushgen users
+    forget``): the erasure keeps only a keyed hash of the id, checked once per id. A shop's
+    exports still name such a customer until the shop erases them there too; the import
+    skips those rows and counts them, so the customer is not brought back."""
+
+    def __init__(self, db: Any) -> None:
+        from ..store import privacy
+
+        self.db = db
+        self.active = privacy.erasure_count(db) > 0
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, external_id: str) -> bool:
+        if not self.active:
+            return False
+        known = self._known.get(external_id)
+        if known is None:
+            from ..privacy import was_erased
+
+            known = self._known[external_id] = was_erased(self.db, external_id)
+        return known
 
 
 _KINDS_SEEN: set[str] = set()
@@ -234,5 +259,5 @@ def merge_rows(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-__all__ = ["merge_rows", "REQUIRED", "Reading", "user_row", "item_row", "EventRow", "event_row",
+__all__ = ["merge_rows", "ErasedIds", "ERASED", "REQUIRED", "Reading", "user_row", "item_row", "EventRow", "event_row",
            "new_user_row", "new_item_row", "NO_CUSTOMER", "CONSENT_AT"]

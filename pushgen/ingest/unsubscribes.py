@@ -19,6 +19,7 @@ switch the consent back on unless it says when the customer consented again
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sqlite_utils import Database
@@ -42,8 +43,10 @@ def phone_digits(phone: str) -> str:
 class OptOutParser:
     """Row -> ([(user_id, channel), ...], at, reason). Indexes are built on first need."""
 
-    def __init__(self, db: Database, date_formats: tuple[str, ...] = ()) -> None:
+    def __init__(self, db: Database, date_formats: tuple[str, ...] = (),
+                 erased: Callable[[str], bool] | None = None) -> None:
         self.db = db
+        self.erased = erased
         self.date_formats = date_formats
         self.now = now_iso()
         self._ids: dict[str, int] | None = None
@@ -79,6 +82,8 @@ class OptOutParser:
             if self._ids is None:
                 self._ids = catalog.user_ids_by_external_id(self.db)
             uid = self._ids.get(external_id)
+            if uid is None and self.erased is not None and self.erased(external_id):
+                return [], ()   # erased on request: nothing left to opt out
             if uid is None:
                 raise RowError("external_id", f"no customer with external id {external_id!r}")
             return [uid], CHANNELS
