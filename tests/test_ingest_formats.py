@@ -350,3 +350,14 @@ def test_jsonl_events_without_customer_and_report_as_json(db, tmp_path):
     assert report.failure().startswith("no row imported: all 1 rows skipped, most for no customer")
     as_json = json.loads(json.dumps(report.to_dict()))
     assert as_json["kind"] == "events" and as_json["skipped"] and as_json["rows"] == 1
+
+
+def test_stray_empty_last_column_and_short_rows(shop, tmp_path):
+    path = _write(tmp_path / "e.csv", "user,item,kind,ts,\nu1,tea,view,2026-01-01,\n")
+    assert import_file(shop, "events", path).inserted == 1
+    short = _write(tmp_path / "s.csv", "user,item,kind,ts\nu1,tea,view\n")
+    with pytest.raises(InputError, match=r"s\.csv:2: 3 values but the header has 4 columns"):
+        import_file(shop, "events", short)
+    filled = _write(tmp_path / "f.csv", "user,item,kind,ts,\nu1,tea,view,2026-01-02,oops\n")
+    with pytest.raises(InputError, match="5 values but the header has 4 columns"):
+        import_file(shop, "events", filled)

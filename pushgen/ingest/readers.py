@@ -189,6 +189,12 @@ def csv_source(path: Path, *, encoding: str, delimiter: str | None,
         raise InputError("the file is empty (expected a header line)", file=source, line=1) from None
     except csv.Error as exc:
         raise InputError(_csv_error(exc, 1), file=source, line=1) from None
+    # A delimiter after the last column (a stray empty column, common in spreadsheet
+    # exports) is dropped when its cells are empty too.
+    spare = 0
+    while len(header) > 1 and header[-1] == "":
+        header.pop()
+        spare += 1
     _check_header(header, source)
     width = len(header)
 
@@ -204,6 +210,8 @@ def csv_source(path: Path, *, encoding: str, delimiter: str | None,
                 yield Record(line, None, _csv_error(exc, line))
                 continue
             line, last = last + 1, reader.line_num
+            if spare and len(values) == width + spare and not "".join(values[width:]).strip():
+                values = values[:width]
             if len(values) != width:
                 if not values or all(not v.strip() for v in values):
                     continue  # a blank line
