@@ -246,3 +246,11 @@ def _assignments(db: Database) -> None:
             PRIMARY KEY (campaign_id, user_id)
         )"""
     )
+
+
+@migrations(name="0200_import_event_quantity")
+def _event_quantity(db: Database) -> None:
+    # Units in one event: repeated identical lines of an export are summed into one event
+    # (quantity 3), and a return of 2 units is kind 'return' with quantity 2. `value` keeps
+    # its own meaning (a rating, or 1).
+    db.execute("ALTER TABLE events ADD COLUMN quantity REAL NOT NULL DEFAULT 1")
