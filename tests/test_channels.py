@@ -22,6 +22,7 @@ from pushgen.channels import (
 )
 from pushgen.messages import CampaignSettings, Message, checks_pass
 from pushgen.signing import unsubscribe_url
+from _signing_helpers import OWN_SENDER
 
 STOP = "Reply STOP to opt out"
 
@@ -175,7 +176,7 @@ def test_sms_check_messages_a_reviewer_understands():
 
 
 def test_sms_passing_checks_are_returned_too():
-    settings = CampaignSettings(name="c", channel="sms")
+    settings = CampaignSettings(name="c", channel="sms", sender_name="Trail Co")
     checks = check_message(Message("sms", {"text": "Hi!\n" + STOP}), settings)
     assert checks_pass(checks)
     assert {"sms.text", "sms.segments", "sms.opt_out", "sms.encoding"} <= set(by_name(checks))
@@ -248,7 +249,7 @@ def test_push_deep_link_required():
 
 # --- email ---------------------------------------------------------------------------------------
 
-SETTINGS = CampaignSettings(name="spring", channel="email")
+SETTINGS = CampaignSettings(name="spring", channel="email", **OWN_SENDER)
 TOKEN = "1-1-" + "ab" * 32
 UNSUB = unsubscribe_url(SETTINGS, TOKEN)
 ADDRESS = SETTINGS.postal_address

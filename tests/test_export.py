@@ -47,7 +47,8 @@ def test_email_csv_round_trip(db, tmp_path):
     with open(rep.path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["email", "first_name", "subject", "preheader", "html",
-                                     "text", "campaign", "draft_id", "variant", "send_at"]
+                                     "text", "campaign", "draft_id", "variant", "send_at",
+                                     "from", "unsubscribe_url"]
         rows = list(reader)
     by_email = {r["email"]: r for r in rows}
     wang = by_email["wangfang@example.cn"]
@@ -59,6 +60,9 @@ def test_email_csv_round_trip(db, tmp_path):
     assert wang["first_name"] == "王芳" and by_email["ana@example.com"]["first_name"] == "Ana"
     assert {r["campaign"] for r in rows} == {"news"}
     assert {r["send_at"] for r in rows} == {"2026-12-01T09:00:00+08:00"}
+    assert {r["from"] for r in rows} == {"Acme Shop <news@acme.example>"}
+    assert by_email["wangfang@example.cn"]["unsubscribe_url"] == unsub_url(db, "news", USERS[1])
+    assert by_email["wangfang@example.cn"]["unsubscribe_url"] in wang["text"]
     for r in rows:
         d = draft_row(db, int(r["draft_id"]))
         assert d["status"] == "exported" and d["exported_at"]
@@ -79,13 +83,13 @@ def test_eml_is_multipart_alternative_with_one_click_unsubscribe(db, tmp_path):
     stored = draft_row(db, did)["content"]
     assert msg.get_content_type() == "multipart/alternative"
     assert str(msg["Subject"]) == "王芳，春季精选为您准备好了"
-    assert str(msg["From"]) == "Acme Shop <news@shop.example>"
+    assert str(msg["From"]) == "Acme Shop <news@acme.example>"
     assert msg["To"].addresses[0].addr_spec == "wangfang@example.cn"
     assert msg["To"].addresses[0].display_name == "王芳"
-    assert msg["Date"] is not None and msg["Message-ID"].endswith("@shop.example>")
+    assert msg["Date"] is not None and msg["Message-ID"].endswith("@acme.example>")
     unsub = unsub_url(db, "news", USERS[1])
     assert msg["List-Unsubscribe"] == (f"<{unsub}>, "
-                                       "<mailto:news@shop.example?subject=unsubscribe%20u-wang>")
+                                       "<mailto:news@acme.example?subject=unsubscribe%20u-wang>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     plain, html = list(msg.iter_parts())
     assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
@@ -158,7 +162,7 @@ def test_only_approved_drafts_leave(db_path, tmp_path):
 
 
 def test_crash_mid_csv_write_leaves_nothing(db, tmp_path, monkeypatch):
-    def broken(fh, channel, records):
+    def broken(fh, channel, records, neutralised):
         fh.write("email,first_name\nhalf,written\n")
         raise OSError("disk full")
 
@@ -169,7 +173,10 @@ def test_crash_mid_csv_write_leaves_nothing(db, tmp_path, monkeypatch):
     rows = [draft_row(db, draft_id(db, "news", u)) for u in (1, 2, 3)]
     assert {r["status"] for r in rows} == {"approved"}
     assert all(r["exported_at"] is None for r in rows)
-    assert all(e["action"] != "export" for r in rows for e in events(db, r["id"]))
+    # the audit trail says what happened: marked for export, then undone
+    assert all([e["action"] for e in events(db, r["id"])][-2:] == ["export", "export_undone"]
+               for r in rows)
+    assert [r["state"] for r in db.query("SELECT state FROM exports")] == ["undone"]
 
 
 def test_crash_mid_eml_write_leaves_no_folder(db, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from pushgen.generate.guards import (
 )
 from pushgen.messages import CampaignSettings, ItemFacts, Message, MessageContext, Recipient
 from pushgen.store import now_iso, open_store
-from _signing_helpers import unsub_for
+from _signing_helpers import OWN_SENDER, unsub_for
 
 STOP = "Reply STOP to opt out"
 CATALOG = {
@@ -37,7 +37,7 @@ def make_ctx(*, currency="USD", locale="en-US", channel="sms", **settings) -> Me
                   url="https://shop.example/p/SKU-2"),
     ]
     settings.setdefault("banned_phrases", ["guaranteed", "act now"])
-    cs = CampaignSettings(name="spring", channel=channel, **settings)
+    cs = CampaignSettings(name="spring", channel=channel, **{**OWN_SENDER, **settings})
     return MessageContext(Recipient(1, "u1", "Alice", locale), items, cs,
                           unsubscribe_url=unsub_for(cs, 1, "u1"))
 
@@ -217,7 +217,7 @@ def test_personal_data():
     assert not check.ok and "alice@example.com" in check.message
     kw = {"forbidden_values": ["+1 (555) 123-4567"]}
     assert not sms("Call us on 555 123 4567", **kw)["guard.personal_data"].ok
-    assert sms("Questions? news@shop.example")["guard.personal_data"].ok  # the sender
+    assert sms("Questions? news@trail.example")["guard.personal_data"].ok  # the sender
     assert sms("Trail Runner X $48.99", **kw)["guard.personal_data"].ok
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pushgen.channels import sms_encoding, sms_info
 from pushgen.errors import PushgenError
-from _signing_helpers import unsub_for
+from _signing_helpers import OWN_SENDER, unsub_for
 from pushgen.generate.guards import Guard, check_draft
 from pushgen.generate.templates import (
     format_money,
@@ -50,7 +50,7 @@ NAMES = {"en-US": "Alice Smith", "zh-CN": "王小明"}
 def context(channel: str, locale: str = "en-US", name: str | None = "default",
             currency: str = "USD", **settings) -> MessageContext:
     who = NAMES[locale] if name == "default" else name
-    cs = CampaignSettings(name="spring", channel=channel, **settings)
+    cs = CampaignSettings(name="spring", channel=channel, **{**OWN_SENDER, **settings})
     return MessageContext(Recipient(1, "u1", who, locale), make_items(currency), cs,
                           unsubscribe_url=unsub_for(cs, 1, "u1"))
 
@@ -88,7 +88,7 @@ def test_chinese_templates_use_chinese_titles_and_yuan():
 
 def test_english_sms_content():
     text = render(context("sms")).message.get("text")
-    assert text.startswith("Pushgen Demo Shop: Hi Alice, picked for you:")
+    assert text.startswith("Trail Co Outdoors: Hi Alice, picked for you:")
     assert "Trail Runner X $48.99 (30% off) https://shop.example/p/SKU-1" in text
     assert text.endswith("\nReply STOP to opt out")
     assert sms_info(text).segments == 1
