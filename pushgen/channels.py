@@ -11,6 +11,7 @@ import html as _html
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -363,11 +364,13 @@ def _build(raw: str, kind: str, scheme: str, rest: str) -> Link:
     return Link(raw, kind, scheme, host, port, userinfo, url)
 
 
+@lru_cache(maxsize=8192)
 def parse_link(raw: str) -> Link:
-    """Read one link (an href, a deep link, a URL from copy) as a browser would."""
+    """Read one link (an href, a deep link, a URL) as a browser would: a scheme, '//host',
+    or else relative to the page (cached: item links repeat in every draft)."""
     text = _preprocess(raw)
     m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", text)
-    if m and not _BARE_DOMAIN_RE.fullmatch(text):  # 'x.example:8080/p' is a host, not a scheme
+    if m:
         scheme, rest = m.group(1).lower(), text[m.end():]
         if scheme in _SPECIAL_SCHEMES:
             rest = "//" + rest.replace("\\", "/").lstrip("/")
@@ -376,10 +379,8 @@ def parse_link(raw: str) -> Link:
     if text[:2] in ("//", "\\\\", "/\\", "\\/"):
         return _build(raw, "protocol-relative", "https",
                       "//" + text.replace("\\", "/").lstrip("/"))
-    if text[:4].lower() == "www.":
-        return _build(raw, "www", "https", "//" + text)
-    if _BARE_DOMAIN_RE.fullmatch(text):
-        return _build(raw, "bare", "https", "//" + text)
+    # 'www.x', 'x.example/p', 'sale.html': a browser resolves them against the page, so in
+    # an email they go nowhere (find_links reads such words in prose as links).
     return Link(raw, "relative", "", "", None, False, _quote_part(text, _QUERY_SAFE + "#"))
 
 

@@ -396,6 +396,9 @@ class EmailHtml(HTMLParser):
         self.feed(html_text)
         self.close()
 
+    def updatepos(self, i: int, j: int) -> int:
+        return j  # line numbers are never asked for: skip counting them (a third faster)
+
     def _problem(self, text: str) -> None:
         if text not in self.problems:
             self.problems.append(text)
@@ -752,10 +755,10 @@ class Guard:
                 why = f"a {link.scheme}: link"
             elif link.userinfo:
                 why = "hides its host behind user@"
+            elif link.kind == "protocol-relative":
+                why = "protocol-relative: mail clients open it nowhere, write https://"
             elif link.scheme not in ("http", "https"):
                 why = f"an app link ({link.scheme}:) to no recommended item"
-            elif in_html and link.kind != "url":
-                why = "not a full https:// link"
             elif unsub_head and link.url.startswith(unsub_head):
                 why = "someone else's unsubscribe link"
             else:
@@ -772,10 +775,12 @@ class Guard:
                         continue
                 why = "another host" if not host.startswith("xn--") and ".xn--" not in host \
                     else "a look-alike (punycode) host"
-            bad.append(f"{link.raw.strip()[:80]}' ({why}")
+            bad.append(f"'{link.raw.strip()[:80]}' ({why})")
         if bad:
-            return _fail("guard.links", f"link {_quote(bad)}) is not the campaign's site, an "
-                                        "item's link or the unsubscribe link")
+            shown = "; ".join(dict.fromkeys(bad[:3])) + (
+                f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            return _fail("guard.links", f"link {shown}: only the campaign's site, the items' "
+                                        "links and the unsubscribe link are allowed")
         return _ok("guard.links", f"{len(read.links)} link(s) allowed")
 
     @staticmethod
