@@ -143,7 +143,7 @@ ACTOR_MAX = 64
 def actor_name(actor: str | None) -> str:
     """``actor`` checked for the audit trail (default: ``default_actor()``); PushgenError
     for anything else, so no request header or option can write arbitrary text there."""
-    if actor is None or actor == "":
+    if actor is None or not actor.strip():
         return default_actor()
     name = actor.strip()
     if not _ACTOR_RE.fullmatch(name):

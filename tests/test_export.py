@@ -320,3 +320,228 @@ def test_nothing_to_export_says_why(db_path, runner, tmp_path):
     args = ["export", "sms", "-c", "spring", "--out", str(tmp_path / "o"), "--db", str(db_path)]
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and "nothing approved yet" in r.output and "--again" not in r.output
+
+
+# --- issue 9: safe cells, safe headers, exactly once -------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def _set_user(db, user_id: int, **values) -> None:
+    db["users"].update(user_id, values)
+    db.conn.commit()
+
+
+@pytest.mark.parametrize("value", ["=1+2", "@SUM(1+1)", "+cmd|' /C calc'!A0", "-2+3",
+                                   "\t=1+2", "\r=1+2", " =HYPERLINK(\"https://evil.example\")"])
+def test_formula_injection_is_neutralised_in_parsed_csv(db, tmp_path, value):
+    _set_user(db, 1, name=value + " Lima")
+    db.execute("UPDATE drafts SET content = json_set(content, '$.subject', ?) WHERE id = ?",
+               [value + " picks", draft_id(db, "news", 1)])
+    db.conn.commit()
+    # the subject edit happened behind the review's back: export re-checks it
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        rows = {r["email"]: r for r in csv.DictReader(fh)}
+    if draft_id(db, "news", 1) in rep.draft_ids:
+        ana = rows["ana@example.com"]
+        assert ana["subject"] == "'" + value + " picks"
+        if value.split()[0]:
+            assert ana["first_name"].startswith("'")
+        assert any("prefixed with '" in n for n in rep.notes)
+    for r in rows.values():
+        for cell in r.values():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+
+
+def test_phone_numbers_keep_their_plus_and_formula_phones_are_refused(db, tmp_path):
+    _set_user(db, 2, phone="=1+2")
+    rep = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        phones = [r["phone"] for r in csv.DictReader(fh)]
+    assert phones == ["+15550000001", "+15550000003"]
+    assert rep.skipped_bad_contact == 1
+    assert ex.csv_safe("+1 (415) 555-0199", phone=True) == ("+1 (415) 555-0199", False)
+    assert ex.csv_safe("+1+cmd", phone=True) == ("'+1+cmd", True)
+    assert ex.csv_safe(42) == (42, False)
+
+
+def test_crlf_name_exports_as_one_encoded_header(db, tmp_path):
+    _set_user(db, 1, name="Eve Smith\r\nX-Evil: 2")
+    _set_user(db, 2, email="wang@example.cn\r\nBcc: all@evil.example")
+    rep = ex.export_campaign(db, "news", "email", fmt="eml", out_dir=tmp_path / "o")
+    assert rep.exported == 2 and rep.skipped_bad_contact == 1
+    raw = (rep.path / f"{draft_id(db, 'news', 1)}.eml").read_bytes()
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert msg["X-Evil"] is None and msg["Bcc"] is None
+    assert msg["To"].addresses[0].display_name == "Eve Smith X-Evil: 2"
+    assert msg["To"].addresses[0].addr_spec == "ana@example.com"
+    assert b"\r\nX-Evil" not in raw and b"\nX-Evil" not in raw
+
+
+def test_exports_carry_from_unsubscribe_and_push_token_columns(db, tmp_path):
+    _set_user(db, 1, push_token="apns-token-1")
+    rep = ex.export_campaign(db, "app", "push", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames[-1] == "push_token"
+        tokens = {r["external_id"]: r["push_token"] for r in reader}
+    assert tokens == {"u-ana": "apns-token-1", "u-wang": "", "u-bob": ""}
+    rep = ex.export_campaign(db, "news", "email", fmt="jsonl", out_dir=tmp_path / "o")
+    line = json.loads(rep.path.read_text(encoding="utf-8").splitlines()[0])
+    assert line["from"] == "Acme Shop <news@acme.example>"
+    assert line["unsubscribe_url"].startswith("https://acme.example/unsubscribe?t=")
+
+
+def test_unsubscribe_tokens_appear_only_where_they_belong(db, tmp_path):
+    """Finding 1 closed: the signed token is in the email's own link and column only."""
+    tokens = [unsub_url(db, "news", u).rpartition("=")[2] for u in USERS]
+    for channel, campaign in (("sms", "spring"), ("push", "app")):
+        rep = ex.export_campaign(db, campaign, channel, fmt="csv", out_dir=tmp_path / channel)
+        text = rep.path.read_text(encoding="utf-8")
+        assert not any(t in text or t[-64:] in text for t in tokens)
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "email")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            holders = {k for k, v in row.items() if any(t[-64:] in v for t in tokens)}
+            assert holders == {"html", "text", "unsubscribe_url"}
+    # stored check messages (shown to reviewers, fed back to a model) hold no full token
+    for (checks,) in db.execute("SELECT checks FROM drafts"):
+        assert not any(t[-64:] in checks for t in tokens)
+    # and the shop's secret is in no export at all
+    from pushgen.signing import shop_secret
+
+    secret = shop_secret(db).decode()
+    for f in tmp_path.rglob("*.*"):
+        if f.is_file() and f.suffix in (".csv", ".jsonl", ".eml"):
+            assert secret not in f.read_text(encoding="utf-8")
+
+
+def test_old_forgeable_token_in_an_approved_draft_is_stopped_at_export(db, tmp_path):
+    """A draft approved before the secret existed carries hmac('pushgen', ...)[:20]: the
+    export re-checks it against the signed link and sends it back to review."""
+    import hashlib
+    import hmac
+
+    did = draft_id(db, "news", 1)
+    old = hmac.new(b"pushgen", b"news\x1fu-ana", hashlib.sha256).hexdigest()[:20]
+    new = unsub_url(db, "news", USERS[0])
+    db.execute("UPDATE drafts SET content = replace(content, ?, ?) WHERE id = ?",
+               [new, new.rpartition("=")[0] + "=" + old, did])
+    db.conn.commit()
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    assert did not in rep.draft_ids and rep.skipped_failing == 1
+    assert "email.unsubscribe" in rep.failing_reasons[0]
+    row = draft_row(db, did)
+    assert row["status"] == "draft" and row["passed"] == 0
+    assert "fails a check now" in events(db, did)[-1]["reason"]
+
+
+def test_demo_sender_is_refused_without_the_flag(db_path, tmp_path, runner):
+    db = make_shop(db_path)
+    demo = json.dumps({"name": "news", "channel": "email"})
+    db.execute("UPDATE campaigns SET config = ? WHERE name = 'news'", [demo])
+    db.conn.commit()
+    rv.approve_all_passing(db, "news", actor="lead")
+    args = ["export", "email", "-c", "news", "--out", str(tmp_path / "o"), "--db", str(db_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "demo sender_name, sender_email, postal_address" in r.output
+    assert "--allow-demo-sender" in r.output and not (tmp_path / "o").exists()
+    r = runner.invoke(app, args + ["--allow-demo-sender"])
+    assert r.exit_code == 0, r.output
+    # (the drafts were written for another sender, so the re-check sends them back)
+    assert "failing a check now" in r.output
+
+
+def test_stale_temporary_exports_are_cleaned_up_with_a_note(db, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".news-email-20260101T000000Z.csv.x1y2z3.tmp").write_text("half")
+    folder = out / ".news-email-20260101T000001Z.pushgen-tmp"
+    folder.mkdir()
+    (folder / "1.eml").write_text("half")
+    (out / ".keep-me.tmp").write_text("a user's file")
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=out)
+    assert _files(out) == [".keep-me.tmp", rep.path.name]
+    assert any("removed 2 unfinished temporary export(s)" in n for n in rep.notes)
+
+
+def test_a_second_export_at_the_same_time_is_refused(db, db_path, tmp_path):
+    import fcntl
+
+    with open(str(db_path) + ".export-lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(PushgenError, match="another export of this database is running"):
+            ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    assert ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o").exported == 3
+
+
+_KILLED_EXPORT = """
+import sys
+from pushgen.export import export_campaign
+from pushgen.store import open_store
+export_campaign(open_store(sys.argv[1]), "news", "email", fmt=sys.argv[2], out_dir=sys.argv[3],
+                actor="ops")
+"""
+
+
+def _messages(out: Path) -> list[int]:
+    """Draft ids of every message in every finished export of ``out``."""
+    ids = []
+    for entry in sorted(out.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            ids += [int(p.stem) for p in entry.glob("*.eml")]
+        else:
+            with open(entry, encoding="utf-8", newline="") as fh:
+                ids += [int(r["draft_id"]) for r in csv.DictReader(fh)]
+    return ids
+
+
+@pytest.mark.parametrize("fmt, point", [("eml", "journal"), ("eml", "file:2"),
+                                        ("eml", "written"), ("eml", "renamed"),
+                                        ("csv", "file:1")])
+def test_export_killed_at_any_point_loses_and_duplicates_nothing(db, db_path, tmp_path,
+                                                                 fmt, point):
+    out = tmp_path / "out"
+    env = {**os.environ, ex.KILL_ENV: point}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(db_path), fmt, str(out)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr          # SIGKILL, like kill -9
+    approved = sorted(draft_id(db, "news", u) for u in (1, 2, 3))
+    exported_by_kill = sorted(_messages(out))
+    assert exported_by_kill in ([], approved)           # never a partial file
+    # the next export reconciles: the messages go out exactly once in all
+    rep = ex.export_campaign(db, "news", "email", fmt=fmt, out_dir=out, actor="ops")
+    assert sorted(_messages(out)) == approved
+    assert len(_messages(out)) == 3
+    assert {draft_row(db, i)["status"] for i in approved} == {"exported"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temp left
+    assert any("interrupted" in n for n in rep.notes)
+    states = [r["state"] for r in db.query("SELECT state FROM exports ORDER BY id")]
+    if point == "renamed":
+        assert (rep.exported, states) == (0, ["done"])   # the file stood: nothing again
+    else:
+        assert (rep.exported, states) == (3, ["undone", "done"])
+        assert "export_undone" in [e["action"] for e in events(db, approved[0])]
+    # and a third run has nothing left to do
+    again = ex.export_campaign(db, "news", "email", fmt=fmt, out_dir=out)
+    assert again.exported == 0 and again.notes == []
+
+
+def test_cli_export_killed_after_rename_is_not_written_twice(db, db_path, tmp_path, runner):
+    """The issue's probe: kill -9 as the folder appears, then export again."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pushgen", "export", "email", "-c", "news", "--format", "eml",
+           "--out", str(out), "--db", str(db_path)]
+    proc = subprocess.run(cmd, env={**os.environ, ex.KILL_ENV: "renamed"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9
+    r = runner.invoke(app, cmd[3:])
+    assert r.exit_code == 0, r.output
+    assert "interrupted after its file was complete: it stands" in r.output
+    assert "Nothing to export" in r.output
+    assert len(_messages(out)) == 3

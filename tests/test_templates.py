@@ -315,3 +315,53 @@ def test_chinese_sms_cuts_the_latin_brand_not_the_chinese_words():
     assert "有机手工" in text and "West Lake" not in text
     assert sms_info(text).segments == 1 and "https://shop.example/p/SKU-1" in text
     assert _mention_check(render(ctx).message, ctx).ok
+
+
+# --- hostile data in templates (issue 9, findings 4, 7, 11) ------------------------------------
+
+
+def _failed(ctx, rendered, catalog=None):
+    checks = check_draft(rendered.message, ctx, catalog_titles=catalog or CATALOG)
+    return [c for c in checks if not c.ok and c.severity == "error"]
+
+
+@pytest.mark.parametrize("channel", ["sms", "push", "email"])
+def test_template_syntax_from_the_catalog_is_neutralised(channel):
+    ctx = context(channel)
+    ctx.items[0].title = "{{ 7*7 }} Trail {% for x in y %}Runner *|FNAME|*"
+    rendered = render(ctx)
+    fields = rendered.message.fields
+    joined = "\n".join(fields.values())
+    for live in ("{{", "{%", "*|", "|*", "%}", "}}"):
+        assert live not in joined, (live, joined)
+    assert "{ { 7*7 } } Trail" in joined
+    catalog = {**CATALOG, "SKU-1": ctx.items[0].title}
+    assert _failed(ctx, rendered, catalog) == []
+
+
+@pytest.mark.parametrize("channel", ["sms", "push", "email"])
+def test_line_breaks_in_a_customer_name_never_reach_one_line_fields(channel):
+    ctx = context(channel, name="Eve\r\nX-Evil: 2\u202e")
+    rendered = render(ctx)
+    for field, value in rendered.message.fields.items():
+        if field in ("subject", "preheader", "title", "body", "deep_link"):
+            assert "\r" not in value and "\n" not in value and "\u202e" not in value
+    assert _failed(ctx, rendered) == []
+
+
+@pytest.mark.parametrize("sku, encoded", [("brown bread", "brown%20bread"),
+                                          ("绿茶 500g", "%E7%BB%BF%E8%8C%B6%20500g")])
+@pytest.mark.parametrize("channel", ["sms", "push", "email"])
+def test_skus_and_urls_with_spaces_or_chinese_pass_every_check(channel, sku, encoded):
+    ctx = context(channel)
+    ctx.items[0].sku = sku
+    ctx.items[0].url = f"https://shop.example/p/{sku}"
+    rendered = render(ctx)
+    joined = "\n".join(rendered.message.fields.values())
+    if channel == "push":
+        assert rendered.message.fields["deep_link"] == f"shop://item/{encoded}"
+    else:
+        assert f"https://shop.example/p/{encoded}" in joined
+    catalog = {**CATALOG, sku: CATALOG["SKU-1"]}
+    catalog.pop("SKU-1")
+    assert _failed(ctx, rendered, catalog) == []

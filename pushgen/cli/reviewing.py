@@ -500,7 +500,7 @@ def print_campaign_report(rep: dict, out: Console = console) -> None:
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to bind: loopback only (127.0.0.1, ::1, "
                                            "localhost) unless --allow-remote.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (1-65535).", min=1, max=65535)] = 8765,
+    port: Annotated[int, typer.Option(help="Port (1-65535).")] = 8765,
     token_file: Annotated[Optional[Path], typer.Option(
         "--token-file", help="Read the write token from this file (else $PUSHGEN_TOKEN, else "
                              "a new random one, printed). Never on the command line: `ps` "

@@ -133,7 +133,8 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
         # scripts anywhere but our own file, inline styles allowed for the email markup, and
         # no remote images (a tracking pixel would tell the sender the email was opened)
         # unless the reviewer asked for them on this page (?images=1).
-        images = "'self' data:" + (" https:" if request.args.get("images") == "1" else "")
+        images = "'self' data:" + (" https: http:" if request.args.get("images") == "1"
+                                   else "")
         resp.headers["Content-Security-Policy"] = (
             f"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
             f"img-src {images}; connect-src 'self'; form-action 'self'; "
@@ -335,11 +336,12 @@ def _foreign_origin() -> str | None:
 class _QuietTokenHandler:
     """Mixed into werkzeug's request handler: the access log never shows a token."""
 
-    _TOKEN_RE = re.compile(r"([?&]token=)[^&\s]*")
+    _TOKEN_RE = re.compile(r"([?&]token=)[^&\s\"']*")
 
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        self.requestline = self._TOKEN_RE.sub(r"\1[redacted]", self.requestline)  # type: ignore[has-type]
-        super().log_request(code, size)  # type: ignore[misc]
+    def log(self, type: str, message: str, *args: Any) -> None:
+        args = tuple(self._TOKEN_RE.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                     for a in args)
+        super().log(type, self._TOKEN_RE.sub(r"\1[redacted]", message), *args)  # type: ignore[misc]
 
 
 def _flash_edit(result: rv.EditResult) -> None:
