@@ -54,6 +54,7 @@ from sqlite_utils import Database
 from .channels import control_chars, one_line
 from .config import demo_sender_fields, settings_from_json
 from .errors import PushgenError
+from .generate.guards import neutralize_template_syntax
 from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
 from .review import actor_name, campaign_id, check_result, recheck_many
 from .signing import recipient_unsubscribe_url, shop_secret
@@ -263,7 +264,7 @@ def _record(msg: _Outgoing, channel: str, campaign: str, send_at: str | None,
     base: dict[str, Any] = {"campaign": campaign, "draft_id": msg.draft_id,
                             "variant": msg.variant, "send_at": send_at or ""}
     if channel == "email":
-        return {"email": msg.email, "first_name": one_line(msg.recipient.first_name or ""),
+        return {"email": msg.email, "first_name": _data_text(msg.recipient.first_name),
                 **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["email"]}, **base,
                 "from": _from_header(settings), "unsubscribe_url": msg.unsubscribe_url}
     if channel == "sms":
@@ -272,6 +273,12 @@ def _record(msg: _Outgoing, channel: str, campaign: str, send_at: str | None,
     return {"external_id": msg.recipient.external_id,
             **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["push"]}, **base,
             "push_token": msg.push_token or ""}
+
+
+def _data_text(value: str | None) -> str:
+    """A customer's name as a merge field: one line, template delimiters split (a platform
+    that renders Liquid in merge fields must not evaluate a name like '{{ 7*7 }}')."""
+    return neutralize_template_syntax(one_line(value or ""))
 
 
 def _from_header(settings: CampaignSettings) -> str:
@@ -302,7 +309,7 @@ def _write_jsonl(fh: TextIO, channel: str, records: list[dict[str, Any]],
                  outgoing: list[_Outgoing]) -> None:
     for rec, msg in zip(records, outgoing):
         line = {"channel": channel, "external_id": msg.recipient.external_id,
-                "name": msg.recipient.name, "locale": msg.locale, **rec}
+                "name": _data_text(msg.recipient.name), "locale": msg.locale, **rec}
         fh.write(json.dumps(line, ensure_ascii=False, sort_keys=False) + "\n")
 
 
@@ -516,9 +523,13 @@ def reconcile_exports(db: Database, *, actor: str) -> list[str]:
                     "actor": actor, "action": "export_undone", "at": now,
                     "reason": f"export {row['id']} ({final.name}) was interrupted before its "
                               "file was complete; nothing of it was sent"})
+                back = {i for i in undone}
+                again = sum(1 for e in row["drafts"]
+                            if e["id"] in back and e["status_before"] == "exported")
                 note = (f"export {row['id']} ({final.name}) was interrupted before its file "
-                        f"was complete: {len(undone)} draft(s) are approved again and will "
-                        "go in this or the next export")
+                        f"was complete: nothing of it was sent; {len(undone) - again} "
+                        "draft(s) are approved again and go in the next export"
+                        + (f", {again} keep their earlier export" if again else ""))
                 store.finish_export(db, row["id"], "undone", now, note)
             if tmp.exists():
                 _remove(tmp)

@@ -320,6 +320,9 @@ def approve(db: Database, draft_id: int, *, actor: str | None = None,
     actor = actor_name(actor)
     row = _load_for_write(db, draft_id, "approve", expected_version)
     checks = [check_result(c) for c in row["checks"]]
+    if row["passed"] and checks_pass(checks):
+        # The stored result may come from older rules: approve on today's.
+        checks = _refresh_checks(db, [row])[0]
     if not row["passed"] or not checks_pass(checks):
         failed = ", ".join(f"{c.name} ({c.message})" if c.message else c.name
                            for c in checks if not c.ok and c.severity == "error")
@@ -450,7 +453,30 @@ def approve_all_passing(db: Database, campaign: str, *, actor: str | None = None
     with store.write_transaction(db):
         rows = [r for r in store.approvable_drafts(db, cid)
                 if checks_pass([check_result(c) for c in store.decode_row(r)["checks"]])]
+        full = [store.decode_row(r) for r in store.drafts_by_id(db, [r["id"] for r in rows])]
+        fresh = recheck_many(db, [(r, r["content"]) for r in full])
+        passing = set()
+        for r, checks in zip(full, fresh):
+            if checks_pass(checks):
+                passing.add(r["id"])
+            else:  # fails today's rules: keep it in review, with the reason on it
+                store.set_checks(db, r["id"], r["version"], [c.to_dict() for c in checks],
+                                 False)
+        rows = [r for r in rows if r["id"] in passing]
         return len(store.set_status_many(db, rows, "approved", event))
+
+
+def _refresh_checks(db: Database, rows: list[dict[str, Any]]) -> list[list[CheckResult]]:
+    """Run today's rules on drafts about to be approved; a draft that fails them now gets
+    the new result stored (version unchanged: the copy did not change)."""
+    fresh = recheck_many(db, [(r, r["content"]) for r in rows])
+    for r, checks in zip(rows, fresh):
+        if not checks_pass(checks):
+            with store.write_transaction(db):
+                store.set_checks(db, r["id"], r["version"], [c.to_dict() for c in checks],
+                                 False)
+            r["passed"] = 0
+    return fresh
 
 
 # --- reporting --------------------------------------------------------------------------

@@ -368,6 +368,21 @@ def test_phone_numbers_keep_their_plus_and_formula_phones_are_refused(db, tmp_pa
     assert ex.csv_safe(42) == (42, False)
 
 
+def test_names_with_template_syntax_or_line_breaks_are_safe_merge_fields(db, tmp_path):
+    _set_user(db, 1, name="{{ 7*7 }} Ana")
+    _set_user(db, 3, name="Bob\r\nStone")
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        first = {r["email"]: r["first_name"] for r in csv.DictReader(fh)}
+    assert first["ana@example.com"] == "{ {"
+    rep = ex.export_campaign(db, "news", "email", fmt="jsonl", out_dir=tmp_path / "j",
+                             again=True)
+    names = {json.loads(x)["email"]: json.loads(x)["name"]
+             for x in rep.path.read_text(encoding="utf-8").splitlines()}
+    assert names["ana@example.com"] == "{ { 7*7 } } Ana"
+    assert names["bob@example.com"] == "Bob Stone"
+
+
 def test_crlf_name_exports_as_one_encoded_header(db, tmp_path):
     _set_user(db, 1, name="Eve Smith\r\nX-Evil: 2")
     _set_user(db, 2, email="wang@example.cn\r\nBcc: all@evil.example")
@@ -441,10 +456,10 @@ def test_old_forgeable_token_in_an_approved_draft_is_stopped_at_export(db, tmp_p
 
 def test_demo_sender_is_refused_without_the_flag(db_path, tmp_path, runner):
     db = make_shop(db_path)
+    rv.approve_all_passing(db, "news", actor="lead")
     demo = json.dumps({"name": "news", "channel": "email"})
     db.execute("UPDATE campaigns SET config = ? WHERE name = 'news'", [demo])
     db.conn.commit()
-    rv.approve_all_passing(db, "news", actor="lead")
     args = ["export", "email", "-c", "news", "--out", str(tmp_path / "o"), "--db", str(db_path)]
     r = runner.invoke(app, args)
     assert r.exit_code == 1 and "demo sender_name, sender_email, postal_address" in r.output

@@ -447,3 +447,21 @@ def test_out_of_range_ids_are_not_found(db, big):
         rv.get_draft(db, big)
     with pytest.raises(PushgenError, match=f"no draft with id {big}"):
         rv.approve(db, big, actor="a")
+
+
+def test_approval_uses_todays_rules_not_the_stored_result(db):
+    """A draft checked by an older pushgen (stored 'passed') that breaks today's rules, e.g.
+    a phone number in the copy, is not approved, one by one or in bulk."""
+    a, b = draft_id(db, "spring", 1), draft_id(db, "spring", 2)
+    for did in (a, b):
+        db.execute("UPDATE drafts SET content = json_set(content, '$.text', replace("
+                   "json_extract(content, '$.text'), 'https://', 'Call 020 7946 0958 https://'))"
+                   " WHERE id = ?", [did])
+    db.conn.commit()
+    assert draft_row(db, a)["passed"] == 1
+    with pytest.raises(PushgenError, match="guard.personal_data"):
+        rv.approve(db, a, actor="ana")
+    row = draft_row(db, a)
+    assert (row["passed"], row["status"], row["version"]) == (0, "draft", 1)
+    assert rv.approve_all_passing(db, "spring", actor="ana") == 0  # b fails too; 3 failed before
+    assert draft_row(db, b)["passed"] == 0

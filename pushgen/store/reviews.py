@@ -73,6 +73,16 @@ def fetch_draft(db: Database, draft_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def drafts_by_id(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Drafts joined with their campaign and user, in id order."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        marks = ", ".join("?" for _ in chunk)
+        out += list(db.query(_DRAFT_SELECT + f" WHERE d.id IN ({marks}) ORDER BY d.id", chunk))
+    return out
+
+
 def _where(campaign_id: int | None, channel: str | None, status: str | None,
            failed_check: str | None, locale: str | None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
@@ -339,7 +349,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "MAX_ID", "write_transaction", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
+    "MAX_ID", "write_transaction", "drafts_by_id", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
     "count_drafts", "draft_ids", "events_for", "last_event", "update_draft",
     "approvable_drafts", "set_status_many", "exportable_drafts", "status_counts",
     "channel_counts", "exported_user_ids", "catalog_facts",
