@@ -266,6 +266,10 @@ _GTLDS = (
     "trade stream download racing science support help money cash bet casino poker game "
     "games porn sex adult example test invalid localhost onion local arpa")
 COMMON_TLDS: frozenset[str] = frozenset((_CCTLDS + " " + _GTLDS).split())
+_SCRIPT_LIKE = frozenset(SCRIPT_LIKE_SCHEMES)
+# Candidates for a bare domain: a run of word characters, dots and hyphens holding a dot
+# followed by a letter (a cheap scan; _BARE_DOMAIN_RE then decides at each start).
+_DOTTED_RE = re.compile(r"(?<![\w@.\-/:])[\w-]+(?:\.[\w-]+)*\.[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -421,12 +425,19 @@ def find_links(text: str) -> list[Link]:
     def free(s: int, e: int) -> bool:
         return not any(a < e and s < b for a, b, _ in spans)
 
-    if ":" in text:
-        for m in _BARE_SCHEME_RE.finditer(text):
-            body = _URL_BODY_RE.match(text, m.end())
-            end = body.end() if body else m.end()
-            if free(m.start(), end):
-                spans.append((m.start(), end, "scheme"))
+    pos = text.find(":")
+    while pos != -1:  # 'javascript:...': look at the word before each colon
+        start = pos
+        while start > 0 and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        if start < pos and text[start:pos].lower() in _SCRIPT_LIKE:
+            m = _BARE_SCHEME_RE.match(text, start)
+            if m:
+                body = _URL_BODY_RE.match(text, m.end())
+                end = body.end() if body else m.end()
+                if free(m.start(), end):
+                    spans.append((m.start(), end, "scheme"))
+        pos = text.find(":", pos + 1)
     if "//" in text or "\\\\" in text:
         for m in _PROTOCOL_RELATIVE_RE.finditer(text):
             body = _URL_BODY_RE.match(text, m.end())
@@ -439,8 +450,9 @@ def find_links(text: str) -> list[Link]:
         if m and (pos == 0 or not text[pos - 1].isalnum()) and free(pos, m.end()):
             spans.append((pos, m.end(), "www"))
         pos = lower.find("www.", pos + 4)
-    if "." in text:
-        for m in _BARE_DOMAIN_RE.finditer(text):
+    for cand in (_DOTTED_RE.finditer(text) if "." in text else ()):
+        m = _BARE_DOMAIN_RE.match(text, cand.start())
+        if m:
             tail = _strip_trailing(m.group(3))
             if not tail and m.group(2).lower() not in COMMON_TLDS \
                     and not m.group(2).lower().startswith("xn--"):
@@ -563,7 +575,13 @@ def shrink_sms(text: str, locale: str | None, max_segments: int) -> str:
 def deep_link_for(settings: CampaignSettings, sku: str) -> str:
     """The app deep link of an item: ``settings.deep_link`` with {sku} filled in
     percent-encoded ('brown bread' -> 'shop://item/brown%20bread', '绿茶' as UTF-8)."""
-    return settings.deep_link.replace("{sku}", quote(str(sku), safe=""))
+    return fill_deep_link(settings.deep_link, sku)
+
+
+@lru_cache(maxsize=8192)
+def fill_deep_link(pattern: str, sku: str) -> str:
+    """``pattern`` ('shop://item/{sku}') with the percent-encoded SKU (cached)."""
+    return pattern.replace("{sku}", quote(str(sku), safe=""))
 
 
 def item_url(url: str | None) -> str:

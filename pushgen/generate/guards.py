@@ -22,6 +22,7 @@ from ..channels import (
     canonical_url,
     check_message,
     deep_link_for,
+    fill_deep_link,
     find_links,
     gsm_normalize,
     parse_link,
@@ -576,6 +577,33 @@ def _quote(values: Iterable[str], limit: int = 3) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
+@lru_cache(maxsize=4096)
+def _campaign_links(site_url: str, deep_link: str, unsubscribe_url: str,
+                    items: tuple[tuple[str, str | None], ...]
+                    ) -> tuple[frozenset[str], frozenset[tuple[str, str, int | None]], str]:
+    """What ``Guard._links`` allows for one campaign and set of items (cached: the same
+    items are recommended to many customers)."""
+    exact: set[str] = set()
+    origins: set[tuple[str, str, int | None]] = set()
+
+    def add_origin(url: str | None) -> None:
+        if url:
+            lk = parse_link(url)
+            if lk.kind == "url" and lk.scheme in ("http", "https") and lk.host:
+                scheme, host, port = lk.origin
+                origins.add((scheme, _host_key(host), port))
+
+    for sku, url in items:
+        exact.add(canonical_url(fill_deep_link(deep_link, sku)))
+        if url:
+            exact.add(canonical_url(url))
+            add_origin(url)
+    add_origin(site_url)
+    head = unsubscribe_url.split("{token}")[0]
+    add_origin(unsubscribe_url.replace("{token}", "t"))
+    return frozenset(exact), frozenset(origins), canonical_url(head)
+
+
 class Guard:
     """Fact and policy guards for one campaign; build once (indexes the catalog), call often."""
 
@@ -710,27 +738,12 @@ class Guard:
                  ) -> tuple[set[str], set[tuple[str, str, int | None]], str]:
         """(exact canonical links, allowed (scheme, host, port) origins, the canonical head
         of every unsubscribe link of the campaign)."""
-        settings = ctx.settings
-        exact: set[str] = set()
-        origins: set[tuple[str, str, int | None]] = set()
-
-        def add_origin(url: str | None) -> None:
-            if url:
-                lk = parse_link(url)
-                if lk.kind == "url" and lk.scheme in ("http", "https") and lk.host:
-                    scheme, host, port = lk.origin
-                    origins.add((scheme, _host_key(host), port))
-
-        for it in ctx.items:
-            exact.add(canonical_url(deep_link_for(settings, it.sku)))
-            if it.url:
-                exact.add(canonical_url(it.url))
-                add_origin(it.url)
-        add_origin(settings.site_url)
+        s = ctx.settings
+        exact, origins, unsub_head = _campaign_links(
+            s.site_url, s.deep_link, s.unsubscribe_url,
+            tuple((it.sku, it.url) for it in ctx.items))
         if unsubscribe_url:
-            exact.add(canonical_url(unsubscribe_url))
-            add_origin(unsubscribe_url)
-        unsub_head = canonical_url(settings.unsubscribe_url.split("{token}")[0])
+            exact = exact | {canonical_url(unsubscribe_url)}
         return exact, origins, unsub_head
 
     def _links(self, read: _Reading, ctx: MessageContext, unsubscribe_url: str | None
