@@ -194,6 +194,8 @@ def test_email_unsubscribe_link_is_allowed_and_required():
     msg.fields["text"] = msg.fields["text"].replace(unsub, other)
     checks = {c.name: c for c in GUARD.check(msg, ctx)}
     assert not checks["email.unsubscribe"].ok and not checks["guard.links"].ok
+    assert "someone else's unsubscribe link" in checks["guard.links"].message
+    assert other[-64:] not in checks["guard.links"].message   # only a prefix of the MAC
 
 
 # --- policies --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..channels import (
     find_links,
     gsm_normalize,
     parse_link,
+    redact_token,
 )
 from ..messages import CampaignSettings, CheckResult, ItemFacts, Message, MessageContext, Recipient
 
@@ -792,8 +793,9 @@ class Guard:
         if bad:
             shown = "; ".join(dict.fromkeys(bad[:3])) + (
                 f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            return _fail("guard.links", f"link {shown}: only the campaign's site, the items' "
-                                        "links and the unsubscribe link are allowed")
+            return _fail("guard.links", redact_token(
+                f"link {shown}: only the campaign's site, the items' links and the "
+                "unsubscribe link are allowed"))
         return _ok("guard.links", f"{len(read.links)} link(s) allowed")
 
     @staticmethod
