@@ -39,7 +39,7 @@ import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
@@ -56,7 +56,7 @@ from .config import demo_sender_fields, settings_from_json
 from .errors import PushgenError
 from .generate.guards import neutralize_template_syntax
 from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
-from .review import actor_name, campaign_id, check_result, recheck_many
+from .review import actor_name, campaign_id, recheck_many
 from .signing import recipient_unsubscribe_url, shop_secret
 from .store import now_iso
 from .store import reviews as store

@@ -14,7 +14,7 @@ import re
 from html.parser import HTMLParser
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from ..channels import (
     Link,

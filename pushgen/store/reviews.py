@@ -265,18 +265,6 @@ def undo_exported(db: Database, entries: list[dict[str, Any]], event: dict[str, 
     return undone
 
 
-def draft_versions(db: Database, ids: list[int]) -> dict[int, tuple[int, str | None]]:
-    """{draft id: (version, exported_at)} for ``ids``."""
-    out: dict[int, tuple[int, str | None]] = {}
-    for start in range(0, len(ids), 900):
-        chunk = ids[start:start + 900]
-        marks = ", ".join("?" for _ in chunk)
-        for i, v, at in db.execute(f"SELECT id, version, exported_at FROM drafts "
-                                   f"WHERE id IN ({marks})", chunk):
-            out[i] = (v, at)
-    return out
-
-
 def channel_counts(db: Database, campaign_id: int) -> dict[str, int]:
     """Number of drafts per channel of one campaign."""
     return {r["channel"]: r["n"] for r in db.query(
@@ -355,5 +343,5 @@ __all__ = [
     "channel_counts", "exported_user_ids", "catalog_facts",
     "failed_check_counts", "distinct_values", "generator_totals",
     "decode_row", "set_checks", "insert_export", "pending_exports", "pending_tmp_paths",
-    "finish_export", "undo_exported", "draft_versions",
+    "finish_export", "undo_exported",
 ]
