@@ -11,8 +11,9 @@ import html as _html
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .messages import CHANNEL_FIELDS, CampaignSettings, CheckResult, Message
 
@@ -169,20 +170,244 @@ def split_opt_out(text: str, locale: str | None = "en-US") -> tuple[str, str]:
     return text, ""
 
 
+# --- text hygiene ------------------------------------------------------------------------------
+
+# Characters no copy needs and hostile input uses: C0/C1 controls (CR and LF end a mail
+# header), Unicode line/paragraph separators, zero-width and byte-order marks that hide text,
+# and bidirectional overrides that make a reader see other text than is there. ZWJ/ZWNJ stay
+# (emoji sequences and some scripts need them).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029"
+                         "\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+# Fields that may span lines, and the layout characters each may use.
+MULTILINE_FIELDS: dict[str, str] = {"sms.text": "\n", "email.text": "\n\t",
+                                    "email.html": "\n\r\t"}
+_CHAR_NAMES = {"\r": "CR", "\n": "LF (line break)", "\t": "TAB", "\x00": "NUL",
+               "\x1b": "ESC", "\u2028": "LINE SEPARATOR", "\u2029": "PARAGRAPH SEPARATOR"}
+
+
+def describe_char(ch: str) -> str:
+    """'CR', 'U+202E RIGHT-TO-LEFT OVERRIDE': a control character as a reviewer reads it."""
+    import unicodedata
+
+    name = _CHAR_NAMES.get(ch) or unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
+
+
+def control_chars(text: str, allowed: str = "") -> list[str]:
+    """The control characters of ``text`` other than ``allowed`` (each once, in order)."""
+    if text.isascii() and text.isprintable():
+        return []
+    found = [c for c in _CONTROL_RE.findall(text) if c not in allowed]
+    return list(dict.fromkeys(found))
+
+
+def one_line(text: str) -> str:
+    """``text`` safe for a single line (a mail header, a CSV cell a platform reads as one
+    line): control characters become spaces and runs of whitespace one space."""
+    return " ".join(_CONTROL_RE.sub(" ", text).split())
+
+
+def clean_value(text: str) -> str:
+    """A data value (a name, a catalog title) made safe to place in copy: CR LF and CR
+    become LF, other control characters and hidden marks are removed."""
+    if text.isascii() and text.isprintable():
+        return text
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL_RE.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else "", text)
+
+
+# --- links: one reader for every check ----------------------------------------------------
+#
+# Every link in copy is read here, the way a browser or a mail client would read it, and
+# built here (``canonical_url``, ``deep_link_for``), so the renderer, the guards, review
+# edits and the export agree on what a link is and where it goes.
+
 # A URL ends at whitespace, quotes, angle brackets or Chinese text/punctuation.
 _URL_BODY = r"[^\s<>\"'\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+"
 _URL_RE = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)" + _URL_BODY, re.IGNORECASE)
 _URL_TRAILING_PUNCT = ".,;:!?)]}'\""
-
-
 _URL_BODY_RE = re.compile(_URL_BODY)
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 
+# Schemes that do something when clicked even without '//' (run code, dial, open a file).
+SCRIPT_LIKE_SCHEMES = ("javascript", "vbscript", "livescript", "data", "file", "blob",
+                       "filesystem", "mailto", "tel", "sms", "smsto", "callto", "intent",
+                       "about", "view-source", "jar", "mhtml", "ms-its")
+_BARE_SCHEME_RE = re.compile(r"(?<![\w.+-])(?:" + "|".join(SCRIPT_LIKE_SCHEMES)
+                             + r"):(?=[^\s<>\"'])", re.IGNORECASE)
+# WHATWG "special" schemes: a browser reads 'https:evil.example' and 'https:\\\\evil.example'
+# as the host evil.example.
+_SPECIAL_SCHEMES = frozenset({"http", "https", "ftp", "ws", "wss"})
+_PROTOCOL_RELATIVE_RE = re.compile(r"(?<![\w:/\\])[/\\]{2}(?=[^\W_])")
+# A bare domain: labels (any script) and a Latin TLD or punycode TLD, not part of an email
+# address, a longer word or a path.
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_BARE_DOMAIN_RE = re.compile(
+    rf"(?<![\w@.\-/:])((?:{_LABEL}\.)+([a-z]{{2,24}}|xn--[a-z0-9-]{{1,59}}))(?![\w-])"
+    rf"((?::\d{{1,5}})?(?:[/?#]{_URL_BODY[:-1]}*)?)", re.IGNORECASE)
+# Top-level domains that count as a link even without a path ('evil.example', 'deals.shop');
+# with a path ('x.y/deal') or a port any TLD does. Every two-letter ccTLD is included.
+_CCTLDS = (
+    "ac ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bm bn bo "
+    "br bs bt bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj dk dm "
+    "do dz ec ee eg er es et eu fi fj fk fm fo fr ga gb gd ge gf gg gh gi gl gm gn gp gq gr "
+    "gs gt gu gw gy hk hm hn hr ht hu id ie il im in io iq ir is it je jm jo jp ke kg kh ki "
+    "km kn kp kr kw ky kz la lb lc li lk lr ls lt lu lv ly ma mc md me mg mh mk ml mm mn mo "
+    "mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng ni nl no np nr nu nz om pa pe pf pg ph "
+    "pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd se sg sh si sk sl sm sn so sr "
+    "ss st su sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug uk us uy uz "
+    "va vc ve vg vi vn vu wf ws ye yt za zm zw")
+_GTLDS = (
+    "com net org info biz name pro mobi asia tel xxx edu gov mil int app dev page shop store "
+    "online site website xyz top club vip live life world today link click email news blog "
+    "tech cloud digital space fun icu cyou sbs cfd bond rest monster lat quest cam mom beauty "
+    "hair skin makeup fashion clothing shoes jewelry boutique sale deals discount coupons "
+    "promo gift gifts market shopping luxury buzz win bid loan work party review men date "
+    "trade stream download racing science support help money cash bet casino poker game "
+    "games porn sex adult example test invalid localhost onion local arpa")
+COMMON_TLDS: frozenset[str] = frozenset((_CCTLDS + " " + _GTLDS).split())
+_SCRIPT_LIKE = frozenset(SCRIPT_LIKE_SCHEMES)
+# Candidates for a bare domain: a run of word characters, dots and hyphens holding a dot
+# followed by a letter (a cheap scan; _BARE_DOMAIN_RE then decides at each start).
+_DOTTED_RE = re.compile(r"(?<![\w@.\-/:])[\w-]+(?:\.[\w-]+)*\.[A-Za-z]")
 
-def find_urls(text: str) -> list[str]:
-    """URLs (http(s), app schemes like shop://, bare www.) in text, sentence punctuation cut off."""
-    found: list[tuple[int, str]] = []
-    # Anchor on '://' and 'www.' with str.find: much faster than a regex scan of long HTML.
+
+@dataclass(frozen=True)
+class Link:
+    """One link as a browser would follow it.
+
+    ``kind``: 'url' (scheme://...), 'www' ('www.x'), 'bare' ('x.example/deal'),
+    'protocol-relative' ('//x'), 'scheme' ('javascript:...', 'mailto:...', 'shop:item'),
+    or 'relative' ('/sale', 'sale.html': nowhere outside a web page).
+    """
+
+    raw: str
+    kind: str
+    scheme: str          # lower-case; 'https' for www., bare and '//' links
+    host: str            # lower-case, punycode, no trailing dot ('' when none)
+    port: int | None
+    userinfo: bool       # 'https://shop.example@evil.example' (the host is evil.example)
+    url: str             # canonical spelling: what the link is compared by
+
+    @property
+    def origin(self) -> tuple[str, str, int | None]:
+        """(scheme family, host, port) with default ports folded in."""
+        port = self.port
+        if port is not None and (self.scheme, port) in (("http", 80), ("https", 443)):
+            port = None
+        scheme = "http" if self.scheme in ("http", "https") else self.scheme
+        return scheme, self.host, port
+
+
+_PCT_STRAY_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PCT_LOWER_RE = re.compile(r"%[0-9a-f][0-9A-Fa-f]|%[0-9A-F][0-9a-f]")
+_PATH_SAFE = "/:@!$&'()*+,;=%-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_WHATWG_STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
+
+
+def _quote_part(part: str, safe: str) -> str:
+    """Percent-encode what a URL cannot hold (spaces, non-ASCII as UTF-8), keeping valid
+    %XX escapes as they are, so encoding twice changes nothing."""
+    if part.isascii() and not any(c in part for c in ' "<>\\^`{|}%') and part.isprintable():
+        return part
+    part = _PCT_STRAY_RE.sub("%25", part)
+    part = quote(part, safe=safe)
+    return _PCT_LOWER_RE.sub(lambda m: m.group(0).upper(), part)
+
+
+def canonical_host(host: str) -> str:
+    """Lower-case, percent-decoded, punycode (IDNA) host without a trailing dot: the one
+    spelling hosts are compared by ('SHOP.example.' == 'shop.example', 'bücher.example'
+    == 'xn--bcher-kva.example')."""
+    host = unquote(host).strip().lower().rstrip(".")
+    if host.startswith("[") or host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return quote(host, safe=".-")
+
+
+def _preprocess(raw: str) -> str:
+    """What a browser does first: strip C0 controls and spaces at both ends and drop every
+    tab and line break inside ('jav\\tascript:' is 'javascript:')."""
+    text = raw.strip(_WHATWG_STRIP)
+    if "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\t", "").replace("\n", "").replace("\r", "")
+    return text
+
+
+def _build(raw: str, kind: str, scheme: str, rest: str) -> Link:
+    """A Link from '<scheme>:<rest>' where ``rest`` is '//authority/path...' or opaque."""
+    if not rest.startswith("//"):
+        return Link(raw, kind, scheme, "", None, False,
+                    f"{scheme}:{_quote_part(rest, _QUERY_SAFE + '#')}")
+    parts = urlsplit(f"{scheme}:{rest}")
+    netloc = parts.netloc
+    userinfo = "@" in netloc
+    hostport = netloc.rpartition("@")[2]
+    host, port = hostport, None
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, tail = hostport[: end + 1], hostport[end + 1:]
+    else:
+        host, _, tail = hostport.partition(":")
+        tail = ":" + tail if tail else ""
+    if tail.startswith(":") and tail[1:].isdigit():
+        port = int(tail[1:])
+    elif tail not in ("", ":"):
+        host = hostport  # not a port: keep everything as the (unmatchable) host
+    host = canonical_host(host)
+    authority = host + (f":{port}" if port is not None else "")
+    url = f"{scheme}://{authority}{_quote_part(parts.path, _PATH_SAFE)}"
+    if parts.query or rest.endswith("?"):
+        url += "?" + _quote_part(parts.query, _QUERY_SAFE)
+    if parts.fragment:
+        url += "#" + _quote_part(parts.fragment, _QUERY_SAFE)
+    return Link(raw, kind, scheme, host, port, userinfo, url)
+
+
+@lru_cache(maxsize=8192)
+def parse_link(raw: str) -> Link:
+    """Read one link (an href, a deep link, a URL) as a browser would: a scheme, '//host',
+    or else relative to the page (cached: item links repeat in every draft)."""
+    text = _preprocess(raw)
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", text)
+    if m:
+        scheme, rest = m.group(1).lower(), text[m.end():]
+        if scheme in _SPECIAL_SCHEMES:
+            rest = "//" + rest.replace("\\", "/").lstrip("/")
+            return _build(raw, "url", scheme, rest)
+        return _build(raw, "url" if rest.startswith("//") else "scheme", scheme, rest)
+    if text[:2] in ("//", "\\\\", "/\\", "\\/"):
+        return _build(raw, "protocol-relative", "https",
+                      "//" + text.replace("\\", "/").lstrip("/"))
+    # 'www.x', 'x.example/p', 'sale.html': a browser resolves them against the page, so in
+    # an email they go nowhere (find_links reads such words in prose as links).
+    return Link(raw, "relative", "", "", None, False, _quote_part(text, _QUERY_SAFE + "#"))
+
+
+def canonical_url(url: str) -> str:
+    """The one spelling of a link pushgen writes and compares: spaces and non-ASCII
+    percent-encoded as UTF-8 ('/p/brown bread' -> '/p/brown%20bread'), existing escapes
+    kept, scheme and host lower-case, an internationalised host in punycode."""
+    if not url:
+        return url
+    return parse_link(url).url
+
+
+def _strip_trailing(url: str) -> str:
+    return url.rstrip(_URL_TRAILING_PUNCT)
+
+
+def find_links(text: str) -> list[Link]:
+    """Every link a reader could follow in ``text``: scheme URLs ('https://', 'shop://'),
+    'javascript:' / 'data:' / 'mailto:' / 'tel:' forms, protocol-relative '//host',
+    'www.' and bare domains ('evil-shop.example/deal'), in order of appearance, sentence
+    punctuation cut off. A bare domain without a path counts when its TLD is a common one
+    (``COMMON_TLDS``), so 'Node.js' is not a link and 'deals.shop' is."""
+    spans: list[tuple[int, int, str]] = []
     pos = text.find("://")
     while pos != -1:
         start = pos
@@ -192,20 +417,67 @@ def find_urls(text: str) -> list[str]:
             start += 1  # a scheme starts with a letter
         m = _URL_BODY_RE.match(text, pos + 3)
         if start < pos and m:
-            found.append((start, text[start:m.end()]))
+            spans.append((start, m.end(), "url"))
             pos = text.find("://", m.end())
         else:
             pos = text.find("://", pos + 3)
-    lower = text.lower() if "www." in text.lower() else ""
-    pos = lower.find("www.") if lower else -1
+
+    def free(s: int, e: int) -> bool:
+        return not any(a < e and s < b for a, b, _ in spans)
+
+    pos = text.find(":")
+    while pos != -1:  # 'javascript:...': look at the word before each colon
+        start = pos
+        while start > 0 and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        if start < pos and text[start:pos].lower() in _SCRIPT_LIKE:
+            m = _BARE_SCHEME_RE.match(text, start)
+            if m:
+                body = _URL_BODY_RE.match(text, m.end())
+                end = body.end() if body else m.end()
+                if free(m.start(), end):
+                    spans.append((m.start(), end, "scheme"))
+        pos = text.find(":", pos + 1)
+    if "//" in text or "\\\\" in text:
+        for m in _PROTOCOL_RELATIVE_RE.finditer(text):
+            body = _URL_BODY_RE.match(text, m.end())
+            if body and free(m.start(), body.end()):
+                spans.append((m.start(), body.end(), "protocol-relative"))
+    lower = text.lower()
+    pos = lower.find("www.")
     while pos != -1:
-        inside = any(s <= pos < s + len(u) for s, u in found)
         m = _URL_BODY_RE.match(text, pos)
-        if not inside and m and (pos == 0 or not text[pos - 1].isalnum()):
-            found.append((pos, m.group(0)))
+        if m and (pos == 0 or not text[pos - 1].isalnum()) and free(pos, m.end()):
+            spans.append((pos, m.end(), "www"))
         pos = lower.find("www.", pos + 4)
-    found.sort()
-    return [u.rstrip(_URL_TRAILING_PUNCT) for _, u in found]
+    for cand in (_DOTTED_RE.finditer(text) if "." in text else ()):
+        m = _BARE_DOMAIN_RE.match(text, cand.start())
+        if m:
+            tail = _strip_trailing(m.group(3))
+            if not tail and m.group(2).lower() not in COMMON_TLDS \
+                    and not m.group(2).lower().startswith("xn--"):
+                continue
+            if free(m.start(), m.end()):
+                spans.append((m.start(), m.end(), "bare"))
+    spans.sort()
+    out = []
+    for s, e, kind in spans:
+        raw = _strip_trailing(text[s:e])
+        if not raw:
+            continue
+        if kind == "www":
+            link = _build(raw, "www", "https", "//" + _preprocess(raw))
+        elif kind == "bare":
+            link = _build(raw, "bare", "https", "//" + _preprocess(raw))
+        else:
+            link = parse_link(raw)
+        out.append(link)
+    return out
+
+
+def find_urls(text: str) -> list[str]:
+    """The links of ``find_links`` as written (sentence punctuation cut off)."""
+    return [link.raw for link in find_links(text)]
 
 
 _CJK_RE = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
@@ -217,7 +489,8 @@ _TRAILING_URL_RE = re.compile(r"\s+((?:[a-z][a-z0-9+.-]*://|www\.)" + _URL_BODY 
 def _cut_points(body: str) -> list[int]:
     """Positions where the body may be cut: before whitespace, or next to CJK characters,
     never inside a URL (a cut URL is a broken link)."""
-    url_spans = [m.span() for m in _URL_RE.finditer(body)]
+    url_spans = [m.span() for m in _URL_RE.finditer(body)] if "." in body or ":" in body \
+        else []
     points = []
     for i in range(1, len(body)):
         if any(s < i < e for s, e in url_spans):
@@ -296,20 +569,33 @@ def shrink_sms(text: str, locale: str | None, max_segments: int) -> str:
     return fit_sms(body, line, max_segments, sep=sep)
 
 
-# --- links -----------------------------------------------------------------------------------
+# --- links of items -------------------------------------------------------------------------
 
 
 def deep_link_for(settings: CampaignSettings, sku: str) -> str:
-    """The app deep link of an item (``settings.deep_link`` with {sku} filled)."""
-    return settings.deep_link.format(sku=sku)
+    """The app deep link of an item: ``settings.deep_link`` with {sku} filled in
+    percent-encoded ('brown bread' -> 'shop://item/brown%20bread', '绿茶' as UTF-8)."""
+    return fill_deep_link(settings.deep_link, sku)
+
+
+@lru_cache(maxsize=8192)
+def fill_deep_link(pattern: str, sku: str) -> str:
+    """``pattern`` ('shop://item/{sku}') with the percent-encoded SKU (cached)."""
+    return pattern.replace("{sku}", quote(str(sku), safe=""))
+
+
+def item_url(url: str | None) -> str:
+    """An item's web link as copy carries it (``canonical_url``); '' when there is none."""
+    return canonical_url(url) if url else ""
 
 
 def is_http_url(url: str) -> bool:
     """A well-formed absolute http(s) URL with a host and no whitespace or braces."""
     if not url or any(c.isspace() for c in url) or "{" in url or "}" in url:
         return False
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    link = parse_link(url)
+    return link.kind == "url" and link.scheme in ("http", "https") and bool(link.host) \
+        and not link.userinfo
 
 
 # --- push -------------------------------------------------------------------------------------
@@ -416,6 +702,10 @@ def _check_push(message: Message, settings: CampaignSettings) -> list[CheckResul
     prefix = settings.deep_link.split("{sku}")[0]
     if not link:
         checks.append(_fail("push.deep_link", "push has no deep link to the item"))
+    elif any(c.isspace() for c in link) or not link.isprintable():
+        checks.append(_fail("push.deep_link", f"deep link {link!r} has a space or a control "
+                                              "character; links are percent-encoded "
+                                              "(a space is %20)"))
     elif prefix and not link.startswith(prefix) and not is_http_url(link):
         checks.append(_fail("push.deep_link", f"deep link '{link}' does not follow the "
                                               f"campaign's pattern '{settings.deep_link}'"))
@@ -482,8 +772,25 @@ def _unsubscribe_pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.escape(head) + r"[A-Za-z0-9_\-]{6,}" + re.escape(tail))
 
 
+_TOKEN_MAC_RE = re.compile(r"([0-9a-f]{8})[0-9a-f]{56}")
+
+
+def redact_token(text: str) -> str:
+    """``text`` with every unsubscribe token's signature cut to 8 hex digits: check
+    messages are shown to reviewers and fed back to a model, and a full token would let
+    its reader unsubscribe that customer."""
+    return _TOKEN_MAC_RE.sub(r"\1…", text) if len(text) >= 64 else text
+
+
 def _check_unsubscribe(settings: CampaignSettings, html_body: str, text_body: str,
                        expected: str | None) -> CheckResult:
+    result = _unsubscribe_result(settings, html_body, text_body, expected)
+    result.message = redact_token(result.message)
+    return result
+
+
+def _unsubscribe_result(settings: CampaignSettings, html_body: str, text_body: str,
+                        expected: str | None) -> CheckResult:
     name = "email.unsubscribe"
     if "{token}" not in settings.unsubscribe_url:
         return _fail(name, f"campaign unsubscribe_url '{settings.unsubscribe_url}' has no "
@@ -513,6 +820,38 @@ def _check_unsubscribe(settings: CampaignSettings, html_body: str, text_body: st
     return _ok(name, f"unsubscribe link {found['text']} in HTML and text")
 
 
+def _check_demo_sender(settings: CampaignSettings, channel: str) -> CheckResult:
+    """A warning on every draft whose campaign still uses the demo sender (no [sender] in
+    its config): the export refuses such a campaign without --allow-demo-sender."""
+    from .config import demo_sender_fields
+
+    demo = demo_sender_fields(settings, channel)
+    if demo:
+        names = ", ".join(f.replace("_", " ") for f in demo)
+        return _fail("campaign.sender", f"the campaign uses pushgen's demo {names} (no "
+                     "[sender] in its config); export refuses it unless --allow-demo-sender",
+                     "warning")
+    return _ok("campaign.sender", "the campaign has its own sender", "warning")
+
+
+def _check_control_chars(message: Message) -> CheckResult:
+    """Line breaks and other control characters are refused in one-line fields (a subject
+    with CR LF would add a header to the email) and everything but layout whitespace is
+    refused in multi-line ones."""
+    problems = []
+    for fld, value in message.fields.items():
+        allowed = MULTILINE_FIELDS.get(f"{message.channel}.{fld}", "")
+        bad = control_chars(value or "", allowed)
+        if bad:
+            problems.append(f"{fld} has {', '.join(describe_char(c) for c in bad[:3])}")
+    if problems:
+        return _fail("message.control_chars", "; ".join(problems) + ": one-line fields "
+                     "(subject, preheader, title, body, deep link) cannot hold line breaks, "
+                     "and no field may hold control or hidden characters")
+    return _ok("message.control_chars", "no line breaks in one-line fields, no control "
+                                        "characters")
+
+
 def check_message(message: Message, settings: CampaignSettings, *, locale: str = "en-US",
                   unsubscribe_url: str | None = None) -> list[CheckResult]:
     """Every channel rule as a named check, passing ones included (ok=True).
@@ -528,6 +867,9 @@ def check_message(message: Message, settings: CampaignSettings, *, locale: str =
     checks = [_ok("message.fields", f"{channel} fields: {', '.join(CHANNEL_FIELDS[channel])}")
               if not unknown else
               _fail("message.fields", f"unexpected {channel} field(s): {', '.join(unknown)}")]
+    checks.append(_check_control_chars(message))
+    if channel in ("sms", "email"):
+        checks.append(_check_demo_sender(settings, channel))
     if channel == "sms":
         checks += _check_sms(message, settings, locale)
     elif channel == "push":

@@ -44,7 +44,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
               "allowed_profile_fields": "allowed_profile_fields"},
     "sender": {"name": "sender_name", "email": "sender_email",
                "postal_address": "postal_address", "site_url": "site_url",
-               "unsubscribe_url": "unsubscribe_url", "deep_link": "deep_link"},
+               "unsubscribe_url": "unsubscribe_url", "deep_link": "deep_link",
+               "contact_email": "contact_email", "contact_phone": "contact_phone"},
     "limits": {"sms_max_segments": "sms_max_segments", "push_title_max": "push_title_max",
                "push_body_max": "push_body_max"},
 }
@@ -109,6 +110,7 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
         raise InputError("must be 'none' or 'allowed'", file=src, field="voice.emoji")
     if settings.sms_max_segments < 1 or settings.items_per_message < 1:
         raise InputError("must be at least 1", file=src, field="limits")
+    _check_sender(settings, src)
 
     aud = dict(data.get("audience", {}))
     for key in aud:
@@ -128,6 +130,55 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
             raise InputError(f"unknown key (known: {', '.join(sorted(_RANK_KEYS))})",
                              file=src, field=f"rank.{key}")
     return CampaignConfig(settings=settings, audience=audience, rank=rank)
+
+
+def _check_sender(settings: CampaignSettings, src: str) -> None:
+    """Refuse sender values that could never work or could break a header: control
+    characters anywhere, links that are not http(s), placeholders missing."""
+    from .channels import control_chars, describe_char, is_http_url
+
+    for section, keys in _SECTIONS.items():
+        for key, target in keys.items():
+            value = getattr(settings, target)
+            for text in value if isinstance(value, list) else [value]:
+                if isinstance(text, str) and control_chars(text):
+                    bad = ", ".join(describe_char(c) for c in control_chars(text))
+                    raise InputError(f"has a line break or control character ({bad})",
+                                     file=src, field=f"{section}.{key}")
+    if not is_http_url(settings.site_url):
+        raise InputError(f"must be an http(s) URL, got {settings.site_url!r}", file=src,
+                         field="sender.site_url")
+    if "{token}" not in settings.unsubscribe_url or not is_http_url(
+            settings.unsubscribe_url.replace("{token}", "1-1-" + "0" * 64)):
+        raise InputError("must be an http(s) URL with a {token} placeholder, got "
+                         f"{settings.unsubscribe_url!r}", file=src,
+                         field="sender.unsubscribe_url")
+    if "{sku}" not in settings.deep_link:
+        raise InputError(f"must hold a {{sku}} placeholder, got {settings.deep_link!r}",
+                         file=src, field="sender.deep_link")
+    for key in ("email", "contact_email"):
+        value = getattr(settings, _SECTIONS["sender"][key])
+        if value and (value.count("@") != 1 or any(c.isspace() for c in value)):
+            raise InputError(f"not an email address: {value!r}", file=src,
+                             field=f"sender.{key}")
+
+
+# What a campaign without a [sender] section sends as: fine for the demo shop, never for a
+# real one (the address is invented and the unsubscribe link goes nowhere).
+DEMO_SENDER = CampaignSettings(name="demo")
+_DEMO_FIELDS: dict[str, tuple[str, ...]] = {
+    "email": ("sender_name", "sender_email", "postal_address", "unsubscribe_url"),
+    "sms": ("sender_name",),
+    "push": (),
+}
+
+
+def demo_sender_fields(settings: CampaignSettings, channel: str | None = None) -> list[str]:
+    """The sender settings of ``settings`` that still hold the demo values and that the
+    channel's messages carry ([] when the campaign has its own)."""
+    channel = channel or settings.channel
+    return [f for f in _DEMO_FIELDS.get(channel, ())
+            if getattr(settings, f) == getattr(DEMO_SENDER, f)]
 
 
 def settings_from_json(config: dict[str, Any] | None, *, name: str | None = None,

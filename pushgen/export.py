@@ -1,44 +1,62 @@
 """Export approved drafts as files a sending platform imports: CSV, JSONL or .eml.
 
-Only approved drafts leave (``again=True`` adds ones exported before), and consent is read
-again at export time: a customer who opted out after approval is skipped and counted.
-Catalog facts are re-checked too: a draft whose items changed price, sale price or currency,
-went inactive or out of stock since it was written is not exported but reopened (status
-draft, with a review event naming the change) so a reviewer sees why it did not go out.
-At most one message per customer per campaign leaves: of several approved variants only the
-lowest variant number is exported, and none once another variant was exported before.
-Files are written atomically (temp file in the same folder, fsync, ``os.replace``; .eml into
-a temp folder renamed at the end) and each export gets a new name
-``<campaign>-<channel>-<UTC timestamp>.<ext>``, so an earlier batch is never overwritten.
-The drafts are marked ``exported`` only after the file is complete, in the same database
-transaction that holds the write lock for the whole export, so no reviewer can change a
-draft between the moment it is read and the moment it is marked.
+Only approved drafts leave (``again=True`` adds ones exported before). At export time
+consent is read again (opted-out customers are skipped and counted), every draft is checked
+again by the current channel rules and guards (one that fails now is reopened with the
+reason), and catalog facts are compared with what was approved (a changed price, sale
+price or currency, an inactive or out-of-stock item reopens the draft). At most one message
+per customer per campaign leaves: the lowest variant, and none once another variant went out.
+
+Exactly once, whatever happens to the process (kill -9 included):
+
+1. one short transaction marks the drafts ``exported`` and records the export in the
+   ``exports`` journal as *pending*, with the file's final name;
+2. the file (or the folder of .eml files) is written under a hidden temporary name beside
+   it and fsynced; 3. it is renamed to its final name: that rename is the commit point;
+4. the journal row becomes *done*.
+
+The next export first reconciles every pending row left by a run that died: if the final
+file exists the export stands (nothing is written twice); if not, its drafts go back to
+approved (nothing is lost) and the temporary file is removed. Unfinished temporary files
+in the output folder are cleaned up with a note. Only one export runs at a time (a lock
+file beside the database).
+
+CSV cells that a spreadsheet would read as a formula (starting with = + - @, a tab or a CR)
+are prefixed with ``'`` as OWASP recommends (a phone number's leading + stays). Header
+values of .eml files are encoded by the email library and cleaned of line breaks, so a
+customer name can never add or break a header. A campaign still using pushgen's demo sender
+(no [sender] in its config) is refused unless ``allow_demo_sender``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
 from sqlite_utils import Database
 
+from .channels import control_chars, one_line
+from .config import demo_sender_fields, settings_from_json
 from .errors import PushgenError
+from .generate.guards import neutralize_template_syntax
 from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
-from .config import settings_from_json
-from .review import campaign_id, check_result, default_actor
+from .review import actor_name, campaign_id, recheck_many
 from .signing import recipient_unsubscribe_url, shop_secret
 from .store import now_iso
 from .store import reviews as store
@@ -47,14 +65,24 @@ FORMATS: dict[str, tuple[str, ...]] = {"email": ("csv", "jsonl", "eml"),
                                        "sms": ("csv", "jsonl"), "push": ("csv", "jsonl")}
 
 # Exact CSV header per channel (the email one is what ESP importers map to merge fields).
+# Columns added later go at the end, so importers mapping by position keep working.
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "email": ("email", "first_name", "subject", "preheader", "html", "text", "campaign",
-              "draft_id", "variant", "send_at"),
+              "draft_id", "variant", "send_at", "from", "unsubscribe_url"),
     "sms": ("phone", "external_id", "text", "campaign", "draft_id", "variant", "send_at"),
     "push": ("external_id", "title", "body", "deep_link", "campaign", "draft_id", "variant",
-             "send_at"),
+             "send_at", "push_token"),
 }
 _CONTACT = {"email": "user_email", "sms": "user_phone", "push": "user_external_id"}
+
+# Test hook: the export kills its own process (SIGKILL, like a crash or `kill -9`) at the
+# named point: 'journal' (drafts marked, nothing written), 'file:N' (N files/rows written),
+# 'written' (complete, not renamed), 'renamed' (final name, journal not closed).
+KILL_ENV = "PUSHGEN_TEST_KILL_EXPORT_AT"
+TMP_SUFFIX = ".pushgen-tmp"
+# Temporary names of interrupted exports, this version's and older ones'.
+_STALE_TMP_RE = re.compile(r"^\..+-(?:email|sms|push)-\d{8}T\d{6}Z(?:-\d+)?"
+                           r"(?:\.csv|\.jsonl)?(?:\.pushgen-tmp|\.[A-Za-z0-9_]+\.tmp)$")
 
 
 @dataclass
@@ -67,19 +95,24 @@ class ExportReport:
     path: Path | None = None            # the file (or .eml folder); None when nothing to write
     exported: int = 0
     draft_ids: list[int] = field(default_factory=list)
+    export_id: int | None = None        # row of the exports journal
     skipped_no_consent: int = 0         # opted out of the channel since approval
     skipped_no_contact: int = 0         # no email address / phone number
-    skipped_failing: int = 0            # approved but failing a check (should not happen)
+    skipped_bad_contact: int = 0        # an address or number no platform can use
+    skipped_failing: int = 0            # fails a check now: reopened for review
     skipped_stale: int = 0              # catalog changed since approval: reopened for review
     skipped_extra_variant: int = 0      # another variant of the same customer goes / went out
     not_approved: int = 0               # drafts of the campaign still in review or rejected
     already_exported: int = 0           # exported before (written again only with --again)
-    stale_reasons: list[str] = field(default_factory=list)  # "draft 12: SKU-1 price ..."
+    stale_reasons: list[str] = field(default_factory=list)    # "draft 12: SKU-1 price ..."
+    failing_reasons: list[str] = field(default_factory=list)  # "draft 12: guard.links ..."
+    neutralised_cells: list[str] = field(default_factory=list)  # "draft 12 subject"
+    notes: list[str] = field(default_factory=list)  # reconciled exports, cleaned temp files
 
     @property
     def skipped(self) -> int:
-        return (self.skipped_no_consent + self.skipped_no_contact + self.skipped_failing
-                + self.skipped_stale + self.skipped_extra_variant)
+        return (self.skipped_no_consent + self.skipped_no_contact + self.skipped_bad_contact
+                + self.skipped_failing + self.skipped_stale + self.skipped_extra_variant)
 
 
 @dataclass
@@ -89,10 +122,12 @@ class _Outgoing:
     user_id: int
     version: int
     status: str
+    exported_at: str | None
     content: dict[str, str]
     recipient: Recipient
     email: str | None
     phone: str | None
+    push_token: str | None
     locale: str
     unsubscribe_url: str = ""
 
@@ -122,9 +157,18 @@ def _target(out_dir: Path, campaign: str, channel: str, fmt: str) -> Path:
     stem = f"{_slug(campaign)}-{channel}-{stamp}"
     suffix = "" if fmt == "eml" else f".{fmt}"
     path, n = out_dir / f"{stem}{suffix}", 2
-    while path.exists():
+    while path.exists() or _tmp_for(path).exists():
         path, n = out_dir / f"{stem}-{n}{suffix}", n + 1
     return path
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+
+
+def _kill_point(name: str) -> None:
+    if os.environ.get(KILL_ENV) == name:  # pragma: no cover - runs in a killed subprocess
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -138,6 +182,13 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
@@ -158,71 +209,126 @@ def write_text_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def write_folder_atomic(path: Path, files: Iterable[tuple[str, bytes]]) -> None:
-    """Write every (name, bytes) into a temp folder beside ``path``, then rename it."""
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        for name, data in files:
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(path.parent)
+# --- what may leave ---------------------------------------------------------------------------
+
+# Formula starts (OWASP CSV injection): = + - @, and tab / CR which some spreadsheets skip.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PHONE_CELL_RE = re.compile(r"\+[\d ()./-]+")
 
 
-# --- rows per format -----------------------------------------------------------------------
+def csv_safe(value: Any, *, phone: bool = False) -> tuple[Any, bool]:
+    """(cell, changed): a text cell a spreadsheet would run as a formula gets a leading
+    ``'`` (shown as text, OWASP's advice); a phone number's '+' followed by digits stays.
+    Numbers and empty cells are unchanged."""
+    if not isinstance(value, str) or not value:
+        return value, False
+    if not value.lstrip(" ").startswith(_FORMULA_START) and not value.startswith(
+            _FORMULA_START):
+        return value, False
+    if phone and _PHONE_CELL_RE.fullmatch(value):
+        return value, False  # digits and phone punctuation: no function can be called
+    return "'" + value, True
 
 
-def _record(msg: _Outgoing, channel: str, campaign: str, send_at: str | None) -> dict[str, Any]:
+_PHONE_OK_RE = re.compile(r"\+?[\d ()./-]{7,32}")
+
+
+def usable_phone(phone: str | None) -> bool:
+    """A number an SMS platform can send to: digits and phone punctuation, 7-15 digits."""
+    if not phone or not _PHONE_OK_RE.fullmatch(phone.strip()):
+        return False
+    return 7 <= sum(c.isdigit() for c in phone) <= 15
+
+
+def usable_email(address: str | None, *, for_eml: bool = False) -> bool:
+    """An address a platform can send to: one '@', no spaces or control characters
+    (``for_eml``: also one the email library can write into a To header)."""
+    if not address:
+        return False
+    if control_chars(address) or any(c.isspace() for c in address):
+        return False
+    local, at, domain = address.partition("@")
+    if not at or not local or not domain or "@" in domain or "." not in domain.strip("."):
+        return False
+    if for_eml:
+        try:
+            Address(addr_spec=address)
+        except Exception:  # the email library's parse errors and header defects
+            return False
+    return True
+
+
+def _record(msg: _Outgoing, channel: str, campaign: str, send_at: str | None,
+            settings: CampaignSettings) -> dict[str, Any]:
     """One exported message as a flat dict (the CSV columns are a subset of it)."""
     base: dict[str, Any] = {"campaign": campaign, "draft_id": msg.draft_id,
                             "variant": msg.variant, "send_at": send_at or ""}
     if channel == "email":
-        return {"email": msg.email, "first_name": msg.recipient.first_name or "",
-                **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["email"]}, **base}
+        return {"email": msg.email, "first_name": _data_text(msg.recipient.first_name),
+                **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["email"]}, **base,
+                "from": _from_header(settings), "unsubscribe_url": msg.unsubscribe_url}
     if channel == "sms":
         return {"phone": msg.phone, "external_id": msg.recipient.external_id,
                 "text": msg.content.get("text", ""), **base}
     return {"external_id": msg.recipient.external_id,
-            **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["push"]}, **base}
+            **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["push"]}, **base,
+            "push_token": msg.push_token or ""}
 
 
-def _write_csv(fh: TextIO, channel: str, records: list[dict[str, Any]]) -> None:
-    # QUOTE_ALL: every field quoted, so HTML with commas, quotes and newlines, phone numbers
-    # with a leading '+' and Chinese text all survive any RFC 4180 reader unchanged.
+def _data_text(value: str | None) -> str:
+    """A customer's name as a merge field: one line, template delimiters split (a platform
+    that renders Liquid in merge fields must not evaluate a name like '{{ 7*7 }}')."""
+    return neutralize_template_syntax(one_line(value or ""))
+
+
+def _from_header(settings: CampaignSettings) -> str:
+    return str(Address(display_name=one_line(settings.sender_name),
+                       addr_spec=settings.sender_email))
+
+
+def _write_csv(fh: TextIO, channel: str, records: list[dict[str, Any]],
+               neutralised: list[str]) -> None:
+    # QUOTE_ALL: every field quoted, so HTML with commas, quotes and newlines and Chinese
+    # text survive any RFC 4180 reader unchanged; quoting does not stop a spreadsheet from
+    # running a formula, so formula starts are neutralised too (csv_safe).
     writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS[channel], quoting=csv.QUOTE_ALL,
                             extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(records)
+    for n, rec in enumerate(records, 1):
+        row = {}
+        for key in CSV_COLUMNS[channel]:
+            value, changed = csv_safe(rec.get(key, ""), phone=key == "phone")
+            if changed:
+                neutralised.append(f"draft {rec['draft_id']} {key}")
+            row[key] = value
+        writer.writerow(row)
+        _kill_point(f"file:{n}")
 
 
 def _write_jsonl(fh: TextIO, channel: str, records: list[dict[str, Any]],
                  outgoing: list[_Outgoing]) -> None:
     for rec, msg in zip(records, outgoing):
         line = {"channel": channel, "external_id": msg.recipient.external_id,
-                "name": msg.recipient.name, "locale": msg.locale, **rec}
+                "name": _data_text(msg.recipient.name), "locale": msg.locale, **rec}
         fh.write(json.dumps(line, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def build_eml(msg: _Outgoing, settings: CampaignSettings, *, date: _dt.datetime) -> bytes:
     """One RFC 5322 message: multipart/alternative (text/plain, then text/html), UTF-8,
-    with one-click List-Unsubscribe (RFC 8058)."""
+    with one-click List-Unsubscribe (RFC 8058). Every header value is one line (control
+    characters become spaces) and non-ASCII is RFC 2047-encoded by the email library."""
     unsubscribe = msg.unsubscribe_url
     domain = settings.sender_email.rpartition("@")[2] or "pushgen.local"
     em = EmailMessage(policy=policy.SMTP)
-    em["From"] = formataddr((settings.sender_name, settings.sender_email))
-    em["To"] = formataddr((msg.recipient.name or "", msg.email or ""))
-    em["Subject"] = msg.content.get("subject", "")
+    em["From"] = _from_header(settings)
+    em["To"] = Address(display_name=one_line(msg.recipient.name or ""),
+                       addr_spec=msg.email or "")
+    em["Subject"] = one_line(msg.content.get("subject", ""))
     em["Date"] = format_datetime(date)
     em["Message-ID"] = make_msgid(idstring=f"pushgen.{msg.draft_id}", domain=domain)
     mailto = (f"mailto:{settings.sender_email}"
               f"?subject={quote('unsubscribe ' + msg.recipient.external_id)}")
-    em["List-Unsubscribe"] = f"<{unsubscribe}>, <{mailto}>"
+    em["List-Unsubscribe"] = f"<{one_line(unsubscribe)}>, <{mailto}>"
     em["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     em["X-Pushgen-Draft"] = str(msg.draft_id)
     # quoted-printable keeps the file 7-bit clean (any relay, any upload form) while
@@ -234,7 +340,7 @@ def build_eml(msg: _Outgoing, settings: CampaignSettings, *, date: _dt.datetime)
     return em.as_bytes()
 
 
-# --- the export --------------------------------------------------------------------------
+# --- catalog facts ------------------------------------------------------------------------
 
 
 def _money(value: Any) -> str:
@@ -265,16 +371,18 @@ def catalog_changes(items: list[dict[str, Any]], current: dict[str, dict[str, An
     return changes
 
 
-def _select(db: Database, rows: list[dict[str, Any]], channel: str, report: ExportReport,
-            stale: list[tuple[dict[str, Any], str]], settings: CampaignSettings
-            ) -> list[_Outgoing]:
-    """Drafts that may be sent now: consent (read now, not at approval), a contact, checks,
-    unchanged catalog facts. Stale drafts are appended to ``stale`` with the reason."""
+def _select(db: Database, rows: list[dict[str, Any]], channel: str, fmt: str,
+            report: ExportReport, reopen: list[tuple[dict[str, Any], str]],
+            settings: CampaignSettings) -> list[_Outgoing]:
+    """Drafts that may be sent now: consent (read now, not at approval), a usable contact,
+    every check passing now, unchanged catalog facts. Drafts to send back to review are
+    appended to ``reopen`` with the reason."""
     out: list[_Outgoing] = []
     secret = shop_secret(db)
     decoded = [store.decode_row(raw) for raw in rows]
     current = store.catalog_facts(db, [it.get("sku") for r in decoded for it in r["items"]
                                        if it.get("sku")])
+    candidates = []
     for r in decoded:
         if not r[f"consent_{channel}"]:
             report.skipped_no_consent += 1
@@ -283,24 +391,35 @@ def _select(db: Database, rows: list[dict[str, Any]], channel: str, report: Expo
         if not contact or not str(contact).strip():
             report.skipped_no_contact += 1
             continue
-        if not r["passed"] or not checks_pass([check_result(c) for c in r["checks"]]):
-            report.skipped_failing += 1
+        if (channel == "email" and not usable_email(contact, for_eml=fmt == "eml")
+                or channel == "sms" and not usable_phone(contact)):
+            report.skipped_bad_contact += 1
             continue
         changes = catalog_changes(r["items"], current)
         if changes:
             report.skipped_stale += 1
-            reason = "catalog changed since approval: " + "; ".join(changes)
             report.stale_reasons.append(f"draft {r['id']}: {'; '.join(changes)}")
-            stale.append((r, reason))
+            reopen.append((r, "catalog changed since approval: " + "; ".join(changes)))
+            continue
+        candidates.append(r)
+    # The current rules, not the ones in force when the draft was approved.
+    for r, checks in zip(candidates, recheck_many(db, [(r, r["content"]) for r in candidates])):
+        if not checks_pass(checks):
+            failed = [f"{c.name} ({c.message})" for c in checks
+                      if not c.ok and c.severity == "error"]
+            report.skipped_failing += 1
+            report.failing_reasons.append(f"draft {r['id']}: {'; '.join(failed)}"[:300])
+            store.set_checks(db, r["id"], r["version"], [c.to_dict() for c in checks], False)
+            reopen.append((r, "fails a check now: " + "; ".join(failed)[:500]))
             continue
         recipient = Recipient(user_id=r["user_id"], external_id=r["user_external_id"],
                               name=r["user_name"], locale=r["locale"],
                               attributes=r["user_attributes"] or {})
+        unsub = (recipient_unsubscribe_url(secret, settings, r["campaign_id"], r["user_id"],
+                                           r["user_external_id"]) if channel == "email" else "")
         out.append(_Outgoing(r["id"], r["variant"], r["user_id"], r["version"], r["status"],
-                             r["content"], recipient, r["user_email"], r["user_phone"],
-                             r["locale"], recipient_unsubscribe_url(
-                                 secret, settings, r["campaign_id"], r["user_id"],
-                                 r["user_external_id"])))
+                             r["exported_at"], r["content"], recipient, r["user_email"],
+                             r["user_phone"], r.get("user_push_token"), r["locale"], unsub))
     return out
 
 
@@ -320,34 +439,137 @@ def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int],
     return sorted(best.values(), key=lambda m: m.draft_id)
 
 
-def _write(path: Path, fmt: str, channel: str, campaign: str, settings: CampaignSettings,
-           outgoing: list[_Outgoing], send_at: str | None) -> None:
-    records = [_record(m, channel, campaign, send_at) for m in outgoing]
-    if fmt == "csv":
-        write_text_atomic(path, lambda fh: _write_csv(fh, channel, records))
-    elif fmt == "jsonl":
-        write_text_atomic(path, lambda fh: _write_jsonl(fh, channel, records, outgoing))
-    else:
-        # Date: the planned send time when given (what the recipient will see), else now.
-        date = (_dt.datetime.fromisoformat(send_at) if send_at
-                else _dt.datetime.now(_dt.timezone.utc))
-        write_folder_atomic(path, ((f"{m.draft_id}.eml", build_eml(m, settings, date=date))
-                                   for m in outgoing))
+# --- writing -----------------------------------------------------------------------------
+
+
+def _write_tmp(tmp: Path, fmt: str, channel: str, campaign: str, settings: CampaignSettings,
+               outgoing: list[_Outgoing], send_at: str | None, report: ExportReport) -> None:
+    """The complete export under its temporary name, fsynced (file or .eml folder)."""
+    if fmt in ("csv", "jsonl"):
+        records = [_record(m, channel, campaign, send_at, settings) for m in outgoing]
+        with open(tmp, "x", encoding="utf-8", newline="") as fh:
+            if fmt == "csv":
+                _write_csv(fh, channel, records, report.neutralised_cells)
+            else:
+                _write_jsonl(fh, channel, records, outgoing)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return
+    # Date: the planned send time when given (what the recipient will see), else now.
+    date = (_dt.datetime.fromisoformat(send_at) if send_at
+            else _dt.datetime.now(_dt.timezone.utc))
+    tmp.mkdir()
+    for n, m in enumerate(outgoing, 1):
+        data = build_eml(m, settings, date=date)
+        with open(tmp / f"{m.draft_id}.eml", "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _kill_point(f"file:{n}")
+    _fsync_dir(tmp)
+
+
+@contextlib.contextmanager
+def _export_lock(db: Database) -> Iterator[None]:
+    """One export at a time per database: an exclusive lock on ``<db>.export-lock``,
+    released by the OS when the process ends however it ends (so a killed export never
+    leaves it held)."""
+    row = db.execute("PRAGMA database_list").fetchone()
+    name = row[2] if row else ""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks; run one at a time
+        yield
+        return
+    if not name:
+        yield
+        return
+    path = Path(name + ".export-lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise PushgenError(f"{path}: cannot create the export lock "
+                           f"({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PushgenError("another export of this database is running; wait for it "
+                               "to finish and run this one again") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def reconcile_exports(db: Database, *, actor: str) -> list[str]:
+    """Finish every export a dead run left pending; one note per export. The final file
+    exists -> the export stands; it does not -> its drafts are put back as they were and
+    its temporary file is removed. Call with the export lock held."""
+    notes = []
+    for row in store.pending_exports(db):
+        final, tmp = Path(row["path"]), Path(row["tmp_path"])
+        now = now_iso()
+        if final.exists():
+            note = (f"export {row['id']} ({final.name}, {row['messages']} message(s)) was "
+                    "interrupted after its file was complete: it stands, nothing is "
+                    "written again")
+            with store.write_transaction(db):
+                store.finish_export(db, row["id"], "done", now, note)
+            if tmp.exists():
+                _remove(tmp)
+        else:
+            with store.write_transaction(db):
+                undone = store.undo_exported(db, row["drafts"], {
+                    "actor": actor, "action": "export_undone", "at": now,
+                    "reason": f"export {row['id']} ({final.name}) was interrupted before its "
+                              "file was complete; nothing of it was sent"})
+                back = {i for i in undone}
+                again = sum(1 for e in row["drafts"]
+                            if e["id"] in back and e["status_before"] == "exported")
+                note = (f"export {row['id']} ({final.name}) was interrupted before its file "
+                        f"was complete: nothing of it was sent; {len(undone) - again} "
+                        "draft(s) are approved again and go in the next export"
+                        + (f", {again} keep their earlier export" if again else ""))
+                store.finish_export(db, row["id"], "undone", now, note)
+            if tmp.exists():
+                _remove(tmp)
+        notes.append(note)
+    return notes
+
+
+def _clean_stale_tmp(out: Path, keep: set[str]) -> list[str]:
+    """Remove unfinished temporary exports (this version's and older ones') from ``out``."""
+    if not out.is_dir():
+        return []
+    removed = []
+    for entry in sorted(out.iterdir()):
+        if _STALE_TMP_RE.match(entry.name) and str(entry.resolve()) not in keep:
+            _remove(entry)
+            removed.append(entry.name)
+    if not removed:
+        return []
+    shown = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3
+                                      else "")
+    return [f"removed {len(removed)} unfinished temporary export(s) left in {out} by an "
+            f"interrupted run: {shown}"]
 
 
 def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                     out_dir: str | os.PathLike[str], again: bool = False,
-                    send_at: str | None = None, actor: str | None = None) -> ExportReport:
+                    send_at: str | None = None, actor: str | None = None,
+                    allow_demo_sender: bool = False) -> ExportReport:
     """Write the approved ``channel`` drafts of ``campaign`` to a new file in ``out_dir``.
 
     Nothing to export writes no file (``report.path`` is None, ``exported`` 0). With
     ``again`` drafts exported before are written again too (and keep status exported).
+    ``allow_demo_sender``: export even though the campaign still uses the demo sender.
     """
     if channel not in FORMATS:
         raise PushgenError(f"unknown channel {channel!r}: use email, sms or push")
     if fmt not in FORMATS[channel]:
         raise PushgenError(f"{channel} exports as {' or '.join(FORMATS[channel])}, not {fmt!r}")
     send_at = parse_send_at(send_at)
+    who = actor_name(actor)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PushgenError(f"{out}: not a folder")
@@ -362,14 +584,22 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
         raise PushgenError(f"campaign {campaign} has no drafts yet (run `pushgen draft`)")
     settings = settings_from_json(json.loads(row["config"] or "{}"), name=campaign,
                                   channel=channel)
+    demo = demo_sender_fields(settings, channel)
+    if demo and not allow_demo_sender:
+        raise PushgenError(
+            f"campaign {campaign} still uses pushgen's demo {', '.join(demo)} (its config "
+            "has no [sender]); set [sender] name, email, postal_address and unsubscribe_url "
+            "in a campaign config and redraft with --regenerate, or add --allow-demo-sender "
+            "for a test export")
     report = ExportReport(campaign=campaign, channel=channel, fmt=fmt)
     statuses = ("approved", "exported") if again else ("approved",)
-    path: Path | None = None
-    try:
+    with _export_lock(db):
+        report.notes += reconcile_exports(db, actor=who)
+        report.notes += _clean_stale_tmp(out, store.pending_tmp_paths(db))
         with store.write_transaction(db):
-            stale: list[tuple[dict[str, Any], str]] = []
+            reopen: list[tuple[dict[str, Any], str]] = []
             outgoing = _select(db, store.exportable_drafts(db, cid, channel, statuses),
-                               channel, report, stale, settings)
+                               channel, fmt, report, reopen, settings)
             sent = set() if again else store.exported_user_ids(db, cid, channel)
             outgoing = _one_per_user(outgoing, sent, report)
             report.not_approved = sum(
@@ -378,8 +608,7 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
             report.already_exported = store.count_drafts(db, campaign_id=cid, channel=channel,
                                                          status="exported")
             now = now_iso()
-            who = actor or default_actor()
-            for r, reason in stale:
+            for r, reason in reopen:
                 # Reopen (approved -> draft) so the reviewer sees why it did not go out; an
                 # already exported draft (--again) keeps its status and is only skipped.
                 if r["status"] == "approved":
@@ -391,11 +620,11 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                 return report
             try:
                 out.mkdir(parents=True, exist_ok=True)
-                path = _target(out, campaign, channel, fmt)
-                _write(path, fmt, channel, campaign, settings, outgoing, send_at)
+                path = _target(out, campaign, channel, fmt).absolute()
             except OSError as exc:
                 raise PushgenError(f"cannot write the export into folder {out}: "
                                    f"{exc.strerror or exc}") from None
+            tmp = _tmp_for(path)
             changed = store.set_status_many(
                 db, [{"id": m.draft_id, "version": m.version, "status": m.status,
                       "content": m.content} for m in outgoing], "exported",
@@ -404,18 +633,44 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                 extra={"exported_at": now})
             if len(changed) != len(outgoing):  # pragma: no cover - the write lock prevents it
                 raise PushgenError("drafts changed during export; nothing was marked and "
-                                   "no file was kept; run the export again")
-    except BaseException:
-        # The database rolled back: leave no file claiming what was not marked exported.
-        if path is not None and path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        raise
+                                   "no file was written; run the export again")
+            entries = [{"id": m.draft_id, "version": m.version + 1,
+                        "status_before": m.status, "exported_at_before": m.exported_at}
+                       for m in outgoing]
+            report.export_id = store.insert_export(db, {
+                "campaign_id": cid, "channel": channel, "format": fmt, "path": str(path),
+                "tmp_path": str(tmp), "drafts": entries, "messages": len(outgoing),
+                "actor": who, "send_at": send_at, "started_at": now})
+        # Committed: the drafts are marked and the export is recorded. From here a crash is
+        # reconciled by the next export; an error is undone right away.
+        _kill_point("journal")
+        try:
+            _write_tmp(tmp, fmt, channel, campaign, settings, outgoing, send_at, report)
+            _kill_point("written")
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException as exc:
+            _remove(tmp)
+            reconcile_exports(db, actor=who)  # the file is not there: put the drafts back
+            if isinstance(exc, OSError):
+                raise PushgenError(f"cannot write the export into folder {out}: "
+                                   f"{exc.strerror or exc}; nothing was exported") from None
+            raise
+        _kill_point("renamed")
+        with store.write_transaction(db):
+            store.finish_export(db, report.export_id, "done", now_iso())
     report.path = path
     report.exported = len(outgoing)
     report.draft_ids = [m.draft_id for m in outgoing]
+    if report.neutralised_cells:
+        report.notes.append(
+            f"{len(report.neutralised_cells)} CSV cell(s) started like a spreadsheet formula "
+            f"(= + - @) and were prefixed with ' so spreadsheets show them as text: "
+            + ", ".join(report.neutralised_cells[:3])
+            + (" ..." if len(report.neutralised_cells) > 3 else ""))
     return report
 
 
-__all__ = ["ExportReport", "FORMATS", "CSV_COLUMNS", "export_campaign", "build_eml",
-           "catalog_changes",
-           "parse_send_at", "write_text_atomic", "write_folder_atomic"]
+__all__ = ["ExportReport", "FORMATS", "CSV_COLUMNS", "KILL_ENV", "export_campaign",
+           "build_eml", "catalog_changes", "csv_safe", "usable_email", "usable_phone",
+           "reconcile_exports", "parse_send_at", "write_text_atomic"]

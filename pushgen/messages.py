@@ -100,6 +100,9 @@ class CampaignSettings:
     unsubscribe_url: str = "https://shop.example/unsubscribe?t={token}"
     # {sku} is replaced by the item's sku.
     deep_link: str = "shop://item/{sku}"
+    # The shop's own contact, the only email address / phone number copy may show.
+    contact_email: str = ""
+    contact_phone: str = ""
     sms_max_segments: int = 1
     push_title_max: int = 50
     push_body_max: int = 150

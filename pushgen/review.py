@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,12 +126,30 @@ class EditResult:
 def default_actor() -> str:
     """Who is reviewing: $USER, else the login name, else 'reviewer'."""
     user = os.environ.get("USER")
-    if user:
+    if user and _ACTOR_RE.fullmatch(user):
         return user
     try:
-        return getpass.getuser() or "reviewer"
+        name = getpass.getuser()
     except Exception:  # no passwd entry in some containers
-        return "reviewer"
+        name = ""
+    return name if name and _ACTOR_RE.fullmatch(name) else "reviewer"
+
+
+# A name for the audit trail: letters (any script), digits, spaces and . @ + ' - _.
+_ACTOR_RE = re.compile(r"[^\W_][\w .@+'-]{0,63}")
+ACTOR_MAX = 64
+
+
+def actor_name(actor: str | None) -> str:
+    """``actor`` checked for the audit trail (default: ``default_actor()``); PushgenError
+    for anything else, so no request header or option can write arbitrary text there."""
+    if actor is None or not actor.strip():
+        return default_actor()
+    name = actor.strip()
+    if not _ACTOR_RE.fullmatch(name):
+        raise PushgenError(f"actor name {actor[:80]!r} is not allowed: use letters, digits, "
+                           f"spaces and . @ + ' - _ (at most {ACTOR_MAX} characters)")
+    return name
 
 
 def _item(data: dict[str, Any]) -> ItemFacts:
@@ -289,7 +308,7 @@ def _set_status(db: Database, row: dict[str, Any], status: str, action: str,
     """Move a draft to ``status`` (content unchanged) with its audit row; return it."""
     now = now_iso()
     _write(db, row, {"status": status, "updated_at": now},
-           {"actor": actor or default_actor(), "action": action, "at": now,
+           {"actor": actor_name(actor), "action": action, "at": now,
             "status_before": row["status"], "status_after": status,
             "before": row["content"], "after": row["content"], "reason": reason})
     return get_draft(db, row["id"])
@@ -298,8 +317,12 @@ def _set_status(db: Database, row: dict[str, Any], status: str, action: str,
 def approve(db: Database, draft_id: int, *, actor: str | None = None,
             expected_version: int | None = None, reason: str | None = None) -> DraftView:
     """Approve a draft for export. Refused unless every error-severity check passed."""
+    actor = actor_name(actor)
     row = _load_for_write(db, draft_id, "approve", expected_version)
     checks = [check_result(c) for c in row["checks"]]
+    if row["passed"] and checks_pass(checks):
+        # The stored result may come from older rules: approve on today's.
+        checks = _refresh_checks(db, [row])[0]
     if not row["passed"] or not checks_pass(checks):
         failed = ", ".join(f"{c.name} ({c.message})" if c.message else c.name
                            for c in checks if not c.ok and c.severity == "error")
@@ -342,23 +365,44 @@ def _guard(db: Database) -> Any:
 def recheck(db: Database, row: dict[str, Any], content: dict[str, str]) -> list[CheckResult]:
     """Run the channel rules and guards on ``content`` for the draft's recipient, items and
     campaign settings, exactly as generation did (``guards.check_draft``)."""
+    return recheck_many(db, [(row, content)])[0]
+
+
+def recheck_many(db: Database, pairs: list[tuple[dict[str, Any], dict[str, str]]]
+                 ) -> list[list[CheckResult]]:
+    """``recheck`` for many (decoded draft row, content) pairs with one read of the
+    recipients and contacts (the export re-checks every draft it is about to write)."""
     from .generate import guards
     from .store import drafts as drafts_store
 
-    uid = row["user_id"]
-    recipient = drafts_store.recipients(db, [uid]).get(uid)
-    if recipient is None:  # pragma: no cover - foreign keys keep the user
-        raise PushgenError(f"draft {row['id']}: its user {uid} no longer exists")
-    settings = settings_from_json(row["campaign_config"], name=row["campaign"],
-                                  channel=row["channel"])
-    ctx = MessageContext(recipient=recipient, items=[_item(i) for i in row["items"]],
-                         settings=settings, variant=row["variant"],
-                         unsubscribe_url=recipient_unsubscribe_url(
-                             shop_secret(db), settings, row["campaign_id"], uid,
-                             recipient.external_id))
-    forbidden = drafts_store.contact_values(db, [uid]).get(uid, [])
-    return guards.check_draft(Message(row["channel"], dict(content)), ctx,
-                              forbidden_values=forbidden, guard=_guard(db))
+    uids = sorted({row["user_id"] for row, _ in pairs})
+    people = drafts_store.recipients(db, uids)
+    contacts = drafts_store.contact_values(db, uids)
+    secret = shop_secret(db)
+    guard = _guard(db)
+    settings_cache: dict[tuple[str, str], CampaignSettings] = {}
+    out = []
+    for row, content in pairs:
+        uid = row["user_id"]
+        recipient = people.get(uid)
+        if recipient is None:  # pragma: no cover - foreign keys keep the user
+            raise PushgenError(f"draft {row['id']}: its user {uid} no longer exists")
+        key = (row["campaign"], row["channel"])
+        settings = settings_cache.get(key)
+        if settings is None:
+            config = row["campaign_config"]
+            if isinstance(config, str):
+                config = loads(config, {})
+            settings = settings_cache[key] = settings_from_json(
+                config, name=row["campaign"], channel=row["channel"])
+        ctx = MessageContext(recipient=recipient, items=[_item(i) for i in row["items"]],
+                             settings=settings, variant=row["variant"],
+                             unsubscribe_url=recipient_unsubscribe_url(
+                                 secret, settings, row["campaign_id"], uid,
+                                 recipient.external_id))
+        out.append(guards.check_draft(Message(row["channel"], dict(content)), ctx,
+                                      forbidden_values=contacts.get(uid, []), guard=guard))
+    return out
 
 
 def edit(db: Database, draft_id: int, changes: dict[str, str], *, actor: str | None = None,
@@ -369,6 +413,7 @@ def edit(db: Database, draft_id: int, changes: dict[str, str], *, actor: str | N
     passes every check stays approved. A failing edit is stored (so work is not lost) with
     ``passed = 0`` and its failed checks, and cannot be approved until fixed.
     """
+    actor = actor_name(actor)
     row = _load_for_write(db, draft_id, "edit", expected_version)
     allowed = CHANNEL_FIELDS[row["channel"]]
     unknown = [k for k in changes if k not in allowed]
@@ -391,7 +436,7 @@ def edit(db: Database, draft_id: int, changes: dict[str, str], *, actor: str | N
     now = now_iso()
     _write(db, row, {"content": dumps(after), "checks": dumps([c.to_dict() for c in checks]),
                      "passed": int(passed), "status": status, "updated_at": now},
-           {"actor": actor or default_actor(), "action": "edit", "at": now,
+           {"actor": actor_name(actor), "action": "edit", "at": now,
             "status_before": row["status"], "status_after": status,
             "before": before, "after": after, "reason": reason})
     failed_before = {c.name for c in old_checks if not c.ok}
@@ -403,12 +448,35 @@ def edit(db: Database, draft_id: int, changes: dict[str, str], *, actor: str | N
 def approve_all_passing(db: Database, campaign: str, *, actor: str | None = None) -> int:
     """Approve every draft of ``campaign`` waiting for review whose checks all pass."""
     cid = campaign_id(db, campaign)
-    event = {"actor": actor or default_actor(), "action": "approve", "at": now_iso(),
+    event = {"actor": actor_name(actor), "action": "approve", "at": now_iso(),
              "reason": "bulk: all checks passed"}
     with store.write_transaction(db):
         rows = [r for r in store.approvable_drafts(db, cid)
                 if checks_pass([check_result(c) for c in store.decode_row(r)["checks"]])]
+        full = [store.decode_row(r) for r in store.drafts_by_id(db, [r["id"] for r in rows])]
+        fresh = recheck_many(db, [(r, r["content"]) for r in full])
+        passing = set()
+        for r, checks in zip(full, fresh):
+            if checks_pass(checks):
+                passing.add(r["id"])
+            else:  # fails today's rules: keep it in review, with the reason on it
+                store.set_checks(db, r["id"], r["version"], [c.to_dict() for c in checks],
+                                 False)
+        rows = [r for r in rows if r["id"] in passing]
         return len(store.set_status_many(db, rows, "approved", event))
+
+
+def _refresh_checks(db: Database, rows: list[dict[str, Any]]) -> list[list[CheckResult]]:
+    """Run today's rules on drafts about to be approved; a draft that fails them now gets
+    the new result stored (version unchanged: the copy did not change)."""
+    fresh = recheck_many(db, [(r, r["content"]) for r in rows])
+    for r, checks in zip(rows, fresh):
+        if not checks_pass(checks):
+            with store.write_transaction(db):
+                store.set_checks(db, r["id"], r["version"], [c.to_dict() for c in checks],
+                                 False)
+            r["passed"] = 0
+    return fresh
 
 
 # --- reporting --------------------------------------------------------------------------
@@ -446,5 +514,5 @@ def campaign_report(db: Database, campaign: str) -> dict[str, Any]:
 __all__ = ["STATUSES", "DraftView", "EditResult", "ReviewEvent", "QueueCounts",
            "default_actor", "campaign_id", "get_draft", "list_drafts", "count_drafts",
            "queue_ids", "queue_counts", "check_result", "approve",
-           "reject", "reopen", "edit", "recheck",
+           "reject", "reopen", "edit", "recheck", "recheck_many", "actor_name",
            "approve_all_passing", "campaign_report"]

@@ -43,10 +43,14 @@ ITEMS = [
 CATALOG_TITLES = {i.sku: [i.title, i.attributes["title_zh"]] for i in ITEMS}
 
 
+ADDRESS = "7 Harbour Road, Portsmouth, PO1 2AB, UK"
+
+
 def settings(name: str, channel: str) -> CampaignSettings:
+    """The shop's own sender (not pushgen's demo one, which export refuses)."""
     return CampaignSettings(name=name, channel=channel, sender_name="Acme Shop",
-                            sender_email="news@shop.example",
-                            postal_address="1 Market Street, Springfield, 12345, USA")
+                            sender_email="news@acme.example", postal_address=ADDRESS,
+                            unsubscribe_url="https://acme.example/unsubscribe?t={token}")
 
 
 def unsub_url(db: Database, campaign: str, user: tuple) -> str:
@@ -73,7 +77,7 @@ def content_for(channel: str, user: tuple, campaign: str, unsub: str = "") -> di
         return {"title": f"{first}, 30% off the Linen Shirt",
                 "body": "The Linen Shirt is now $34.00. Tap to see it.",
                 "deep_link": "shop://item/SKU-1"}
-    address = "1 Market Street, Springfield, 12345, USA"
+    address = ADDRESS
     if zh:
         subject = f"{first}，春季精选为您准备好了"
         preheader = "亚麻衬衫现价¥34.00，立省30%，帆布托特包¥25.00，为您精心挑选的春季好物，快来看看吧。"

@@ -6,9 +6,16 @@ import pytest
 
 from pushgen.channels import (
     GSM7_BASIC,
+    canonical_url,
     check_message,
+    clean_value,
+    control_chars,
     deep_link_for,
+    find_links,
     find_urls,
+    one_line,
+    parse_link,
+    redact_token,
     fit_sms,
     gsm_normalize,
     opt_out_line,
@@ -22,6 +29,7 @@ from pushgen.channels import (
 )
 from pushgen.messages import CampaignSettings, Message, checks_pass
 from pushgen.signing import unsubscribe_url
+from _signing_helpers import OWN_SENDER
 
 STOP = "Reply STOP to opt out"
 
@@ -175,7 +183,7 @@ def test_sms_check_messages_a_reviewer_understands():
 
 
 def test_sms_passing_checks_are_returned_too():
-    settings = CampaignSettings(name="c", channel="sms")
+    settings = CampaignSettings(name="c", channel="sms", sender_name="Trail Co")
     checks = check_message(Message("sms", {"text": "Hi!\n" + STOP}), settings)
     assert checks_pass(checks)
     assert {"sms.text", "sms.segments", "sms.opt_out", "sms.encoding"} <= set(by_name(checks))
@@ -248,7 +256,7 @@ def test_push_deep_link_required():
 
 # --- email ---------------------------------------------------------------------------------------
 
-SETTINGS = CampaignSettings(name="spring", channel="email")
+SETTINGS = CampaignSettings(name="spring", channel="email", **OWN_SENDER)
 TOKEN = "1-1-" + "ab" * 32
 UNSUB = unsubscribe_url(SETTINGS, TOKEN)
 ADDRESS = SETTINGS.postal_address
@@ -336,3 +344,132 @@ def test_fit_sms_adds_no_second_ellipsis_after_a_cut_title():
     body = "Bartholomew-Maximilian，为您精选：\nWest… $38.99 https://shop.example/p/S1"
     text = fit_sms(body, "回复TD退订", 1)
     assert text == "Bartholomew-Maximilian，为您精选：\nWest… https://shop.example/p/S1\n回复TD退订"
+
+
+# --- control characters (issue 9, finding 4) ------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [
+    ("subject", "Hi\r\nX-Evil: 1"), ("subject", "Hi\nBcc: x@evil.example"),
+    ("preheader", "picks\rfor you"), ("subject", "Hi\x00there"),
+    ("subject", "Sale \u202egnp.exe"), ("subject", "Hi\u2028there"),
+])
+def test_line_breaks_and_controls_in_one_line_email_fields_fail(field, value):
+    msg = email(**{field: value})
+    check = by_name(check_message(msg, SETTINGS))["message.control_chars"]
+    assert not check.ok and check.severity == "error" and field in check.message
+    assert not checks_pass(check_message(msg, SETTINGS))
+
+
+def test_push_title_and_deep_link_with_line_breaks_fail():
+    settings = CampaignSettings(name="c", channel="push")
+    for msg in (push(title="Hi\r\nthere"), push(body="a\tb"),
+                push(link="shop://item/SKU-1\r\nX: y")):
+        assert not by_name(check_message(msg, settings))["message.control_chars"].ok
+    assert by_name(check_message(push(), settings))["message.control_chars"].ok
+
+
+def test_multiline_fields_keep_their_line_breaks_but_no_other_controls():
+    settings = CampaignSettings(name="c", channel="sms", sender_name="Trail Co")
+    ok = check_message(Message("sms", {"text": "Hi\nthere\n" + STOP}), settings)
+    assert by_name(ok)["message.control_chars"].ok
+    bad = check_message(Message("sms", {"text": "Hi\x1b[2Jthere\n" + STOP}), settings)
+    assert "ESC" in by_name(bad)["message.control_chars"].message
+    html = email(html=f'<p>a\r\n\tb</p><a href="{UNSUB}">u</a><p>{ADDRESS}</p>')
+    assert by_name(check_message(html, SETTINGS))["message.control_chars"].ok
+
+
+def test_control_char_helpers():
+    assert control_chars("plain text") == []
+    assert control_chars("a\r\nb", "\n") == ["\r"]
+    assert one_line("Eve Smith\r\nX-Evil: 2") == "Eve Smith X-Evil: 2"
+    assert clean_value("Eve\r\nSmith\u202e\x00") == "Eve\nSmith"
+    assert clean_value("Emoji 👩\u200d💻 stays") == "Emoji 👩\u200d💻 stays"
+
+
+# --- links: one reader, one way to build them (findings 2 and 7) ------------------------------
+
+
+def test_deep_links_and_urls_are_built_percent_encoded():
+    settings = CampaignSettings(name="c", channel="push")
+    assert deep_link_for(settings, "brown bread") == "shop://item/brown%20bread"
+    assert deep_link_for(settings, "绿茶/1") == "shop://item/%E7%BB%BF%E8%8C%B6%2F1"
+    assert canonical_url("https://Shop.example/p/brown bread") == \
+        "https://shop.example/p/brown%20bread"
+    # encoding twice changes nothing; an existing escape is kept, a stray % is escaped
+    once = canonical_url("https://shop.example/p/绿茶 50%?q=a b&x=%20")
+    assert once == canonical_url(once) == \
+        "https://shop.example/p/%E7%BB%BF%E8%8C%B6%2050%25?q=a%20b&x=%20"
+
+
+def test_encoded_deep_link_is_read_whole():
+    link = deep_link_for(CampaignSettings(name="c"), "brown bread")
+    assert find_urls(f"Tap {link} now") == [link]
+    assert by_name(check_message(push(link=link), CampaignSettings(name="c", channel="push")))[
+        "push.deep_link"].ok
+    spaced = by_name(check_message(push(link="shop://item/brown bread"),
+                                   CampaignSettings(name="c", channel="push")))["push.deep_link"]
+    assert not spaced.ok and "%20" in spaced.message
+
+
+@pytest.mark.parametrize("text, kind, host", [
+    ("More at evil-shop.example/deal now.", "bare", "evil-shop.example"),
+    ("see deals.shop today", "bare", "deals.shop"),
+    ("go to //evil.example/x", "protocol-relative", "evil.example"),
+    ("click javascript:alert(1)", "scheme", ""),
+    ("data:text/html;base64,PHNjcmlwdD4=", "scheme", ""),
+    ("mail me: mailto:x@evil.example", "scheme", ""),
+    ("Visit www.evil.example!", "www", "www.evil.example"),
+    ("https://shop.example@evil.example/x", "url", "evil.example"),
+    ("xn--shp-ted.example/x", "bare", "xn--shp-ted.example"),
+    ("shоp.example/x", "bare", "xn--shp-ted.example"),          # Cyrillic о
+    ("见 https://shop.example/p/1，快来", "url", "shop.example"),
+])
+def test_find_links_reads_every_form_a_reader_could_follow(text, kind, host):
+    (link,) = find_links(text)
+    assert (link.kind, link.host) == (kind, host)
+
+
+def test_find_links_skips_words_that_only_look_like_domains():
+    assert find_links("Node.js handbook, e.g. U.S.A. sizes, v2.0, 3.5mm, Dr.Jart+, "
+                      "a@b.example, 12.99") == []
+
+
+@pytest.mark.parametrize("raw, scheme, host", [
+    ("jav\tascript:alert(1)", "javascript", ""),        # browsers drop tabs and newlines
+    ("  JAVASCRIPT:alert(1)", "javascript", ""),
+    ("https:\\\\evil.example/x", "https", "evil.example"),
+    ("https:evil.example", "https", "evil.example"),
+    ("/\\evil.example", "https", "evil.example"),
+    ("HTTPS://SHOP.EXAMPLE./p", "https", "shop.example"),
+    ("https://%73hop.example/", "https", "shop.example"),
+])
+def test_parse_link_reads_links_as_a_browser_does(raw, scheme, host):
+    link = parse_link(raw)
+    assert (link.scheme, link.host) == (scheme, host)
+
+
+def test_redact_token_keeps_only_a_prefix_of_the_signature():
+    url = unsubscribe_url(SETTINGS, "3-17-" + "ab" * 32)
+    assert redact_token(f"link {url} missing") == \
+        f"link {url[:-64]}abababab… missing"
+
+
+def test_unsubscribe_check_message_never_carries_the_full_token():
+    msg = email(text=f"Hi\n{ADDRESS}")
+    check = by_name(check_message(msg, SETTINGS, unsubscribe_url=UNSUB))["email.unsubscribe"]
+    assert not check.ok and TOKEN[4:] not in check.message and TOKEN[4:12] in check.message
+
+
+# --- the demo sender (finding 12) --------------------------------------------------------------
+
+
+def test_demo_sender_is_a_warning_on_every_email_and_sms_draft():
+    demo = CampaignSettings(name="c", channel="email")
+    check = by_name(check_message(email(), demo))["campaign.sender"]
+    assert not check.ok and check.severity == "warning"
+    assert "--allow-demo-sender" in check.message and "postal address" in check.message
+    assert by_name(check_message(email(), SETTINGS))["campaign.sender"].ok
+    sms_demo = by_name(check_message(Message("sms", {"text": "Hi\n" + STOP}),
+                                     CampaignSettings(name="c", channel="sms")))
+    assert not sms_demo["campaign.sender"].ok

@@ -47,7 +47,8 @@ def test_email_csv_round_trip(db, tmp_path):
     with open(rep.path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["email", "first_name", "subject", "preheader", "html",
-                                     "text", "campaign", "draft_id", "variant", "send_at"]
+                                     "text", "campaign", "draft_id", "variant", "send_at",
+                                     "from", "unsubscribe_url"]
         rows = list(reader)
     by_email = {r["email"]: r for r in rows}
     wang = by_email["wangfang@example.cn"]
@@ -59,6 +60,9 @@ def test_email_csv_round_trip(db, tmp_path):
     assert wang["first_name"] == "王芳" and by_email["ana@example.com"]["first_name"] == "Ana"
     assert {r["campaign"] for r in rows} == {"news"}
     assert {r["send_at"] for r in rows} == {"2026-12-01T09:00:00+08:00"}
+    assert {r["from"] for r in rows} == {"Acme Shop <news@acme.example>"}
+    assert by_email["wangfang@example.cn"]["unsubscribe_url"] == unsub_url(db, "news", USERS[1])
+    assert by_email["wangfang@example.cn"]["unsubscribe_url"] in wang["text"]
     for r in rows:
         d = draft_row(db, int(r["draft_id"]))
         assert d["status"] == "exported" and d["exported_at"]
@@ -79,13 +83,13 @@ def test_eml_is_multipart_alternative_with_one_click_unsubscribe(db, tmp_path):
     stored = draft_row(db, did)["content"]
     assert msg.get_content_type() == "multipart/alternative"
     assert str(msg["Subject"]) == "王芳，春季精选为您准备好了"
-    assert str(msg["From"]) == "Acme Shop <news@shop.example>"
+    assert str(msg["From"]) == "Acme Shop <news@acme.example>"
     assert msg["To"].addresses[0].addr_spec == "wangfang@example.cn"
     assert msg["To"].addresses[0].display_name == "王芳"
-    assert msg["Date"] is not None and msg["Message-ID"].endswith("@shop.example>")
+    assert msg["Date"] is not None and msg["Message-ID"].endswith("@acme.example>")
     unsub = unsub_url(db, "news", USERS[1])
     assert msg["List-Unsubscribe"] == (f"<{unsub}>, "
-                                       "<mailto:news@shop.example?subject=unsubscribe%20u-wang>")
+                                       "<mailto:news@acme.example?subject=unsubscribe%20u-wang>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     plain, html = list(msg.iter_parts())
     assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
@@ -158,7 +162,7 @@ def test_only_approved_drafts_leave(db_path, tmp_path):
 
 
 def test_crash_mid_csv_write_leaves_nothing(db, tmp_path, monkeypatch):
-    def broken(fh, channel, records):
+    def broken(fh, channel, records, neutralised):
         fh.write("email,first_name\nhalf,written\n")
         raise OSError("disk full")
 
@@ -169,7 +173,10 @@ def test_crash_mid_csv_write_leaves_nothing(db, tmp_path, monkeypatch):
     rows = [draft_row(db, draft_id(db, "news", u)) for u in (1, 2, 3)]
     assert {r["status"] for r in rows} == {"approved"}
     assert all(r["exported_at"] is None for r in rows)
-    assert all(e["action"] != "export" for r in rows for e in events(db, r["id"]))
+    # the audit trail says what happened: marked for export, then undone
+    assert all([e["action"] for e in events(db, r["id"])][-2:] == ["export", "export_undone"]
+               for r in rows)
+    assert [r["state"] for r in db.query("SELECT state FROM exports")] == ["undone"]
 
 
 def test_crash_mid_eml_write_leaves_no_folder(db, tmp_path, monkeypatch):
@@ -313,3 +320,243 @@ def test_nothing_to_export_says_why(db_path, runner, tmp_path):
     args = ["export", "sms", "-c", "spring", "--out", str(tmp_path / "o"), "--db", str(db_path)]
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and "nothing approved yet" in r.output and "--again" not in r.output
+
+
+# --- issue 9: safe cells, safe headers, exactly once -------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def _set_user(db, user_id: int, **values) -> None:
+    db["users"].update(user_id, values)
+    db.conn.commit()
+
+
+@pytest.mark.parametrize("value", ["=1+2", "@SUM(1+1)", "+cmd|' /C calc'!A0", "-2+3",
+                                   "\t=1+2", "\r=1+2", " =HYPERLINK(\"https://evil.example\")"])
+def test_formula_injection_is_neutralised_in_parsed_csv(db, tmp_path, value):
+    _set_user(db, 1, name=value + " Lima")
+    db.execute("UPDATE drafts SET content = json_set(content, '$.subject', ?) WHERE id = ?",
+               [value + " picks", draft_id(db, "news", 1)])
+    db.conn.commit()
+    # the subject edit happened behind the review's back: export re-checks it
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        rows = {r["email"]: r for r in csv.DictReader(fh)}
+    if draft_id(db, "news", 1) in rep.draft_ids:
+        ana = rows["ana@example.com"]
+        assert ana["subject"] == "'" + value + " picks"
+        if value.split()[0]:
+            assert ana["first_name"].startswith("'")
+        assert any("prefixed with '" in n for n in rep.notes)
+    for r in rows.values():
+        for cell in r.values():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+
+
+def test_phone_numbers_keep_their_plus_and_formula_phones_are_refused(db, tmp_path):
+    _set_user(db, 2, phone="=1+2")
+    rep = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        phones = [r["phone"] for r in csv.DictReader(fh)]
+    assert phones == ["+15550000001", "+15550000003"]
+    assert rep.skipped_bad_contact == 1
+    assert ex.csv_safe("+1 (415) 555-0199", phone=True) == ("+1 (415) 555-0199", False)
+    assert ex.csv_safe("+1+cmd", phone=True) == ("'+1+cmd", True)
+    assert ex.csv_safe(42) == (42, False)
+
+
+def test_names_with_template_syntax_or_line_breaks_are_safe_merge_fields(db, tmp_path):
+    _set_user(db, 1, name="{{ 7*7 }} Ana")
+    _set_user(db, 3, name="Bob\r\nStone")
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        first = {r["email"]: r["first_name"] for r in csv.DictReader(fh)}
+    assert first["ana@example.com"] == "{ {"
+    rep = ex.export_campaign(db, "news", "email", fmt="jsonl", out_dir=tmp_path / "j",
+                             again=True)
+    names = {json.loads(x)["email"]: json.loads(x)["name"]
+             for x in rep.path.read_text(encoding="utf-8").splitlines()}
+    assert names["ana@example.com"] == "{ { 7*7 } } Ana"
+    assert names["bob@example.com"] == "Bob Stone"
+
+
+def test_crlf_name_exports_as_one_encoded_header(db, tmp_path):
+    _set_user(db, 1, name="Eve Smith\r\nX-Evil: 2")
+    _set_user(db, 2, email="wang@example.cn\r\nBcc: all@evil.example")
+    rep = ex.export_campaign(db, "news", "email", fmt="eml", out_dir=tmp_path / "o")
+    assert rep.exported == 2 and rep.skipped_bad_contact == 1
+    raw = (rep.path / f"{draft_id(db, 'news', 1)}.eml").read_bytes()
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert msg["X-Evil"] is None and msg["Bcc"] is None
+    assert msg["To"].addresses[0].display_name == "Eve Smith X-Evil: 2"
+    assert msg["To"].addresses[0].addr_spec == "ana@example.com"
+    assert b"\r\nX-Evil" not in raw and b"\nX-Evil" not in raw
+
+
+def test_exports_carry_from_unsubscribe_and_push_token_columns(db, tmp_path):
+    _set_user(db, 1, push_token="apns-token-1")
+    rep = ex.export_campaign(db, "app", "push", fmt="csv", out_dir=tmp_path / "o")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames[-1] == "push_token"
+        tokens = {r["external_id"]: r["push_token"] for r in reader}
+    assert tokens == {"u-ana": "apns-token-1", "u-wang": "", "u-bob": ""}
+    rep = ex.export_campaign(db, "news", "email", fmt="jsonl", out_dir=tmp_path / "o")
+    line = json.loads(rep.path.read_text(encoding="utf-8").splitlines()[0])
+    assert line["from"] == "Acme Shop <news@acme.example>"
+    assert line["unsubscribe_url"].startswith("https://acme.example/unsubscribe?t=")
+
+
+def test_unsubscribe_tokens_appear_only_where_they_belong(db, tmp_path):
+    """Finding 1 closed: the signed token is in the email's own link and column only."""
+    tokens = [unsub_url(db, "news", u).rpartition("=")[2] for u in USERS]
+    for channel, campaign in (("sms", "spring"), ("push", "app")):
+        rep = ex.export_campaign(db, campaign, channel, fmt="csv", out_dir=tmp_path / channel)
+        text = rep.path.read_text(encoding="utf-8")
+        assert not any(t in text or t[-64:] in text for t in tokens)
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "email")
+    with open(rep.path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            holders = {k for k, v in row.items() if any(t[-64:] in v for t in tokens)}
+            assert holders == {"html", "text", "unsubscribe_url"}
+    # stored check messages (shown to reviewers, fed back to a model) hold no full token
+    for (checks,) in db.execute("SELECT checks FROM drafts"):
+        assert not any(t[-64:] in checks for t in tokens)
+    # and the shop's secret is in no export at all
+    from pushgen.signing import shop_secret
+
+    secret = shop_secret(db).decode()
+    for f in tmp_path.rglob("*.*"):
+        if f.is_file() and f.suffix in (".csv", ".jsonl", ".eml"):
+            assert secret not in f.read_text(encoding="utf-8")
+
+
+def test_old_forgeable_token_in_an_approved_draft_is_stopped_at_export(db, tmp_path):
+    """A draft approved before the secret existed carries hmac('pushgen', ...)[:20]: the
+    export re-checks it against the signed link and sends it back to review."""
+    import hashlib
+    import hmac
+
+    did = draft_id(db, "news", 1)
+    old = hmac.new(b"pushgen", b"news\x1fu-ana", hashlib.sha256).hexdigest()[:20]
+    new = unsub_url(db, "news", USERS[0])
+    db.execute("UPDATE drafts SET content = replace(content, ?, ?) WHERE id = ?",
+               [new, new.rpartition("=")[0] + "=" + old, did])
+    db.conn.commit()
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    assert did not in rep.draft_ids and rep.skipped_failing == 1
+    assert "email.unsubscribe" in rep.failing_reasons[0]
+    row = draft_row(db, did)
+    assert row["status"] == "draft" and row["passed"] == 0
+    assert "fails a check now" in events(db, did)[-1]["reason"]
+
+
+def test_demo_sender_is_refused_without_the_flag(db_path, tmp_path, runner):
+    db = make_shop(db_path)
+    rv.approve_all_passing(db, "news", actor="lead")
+    demo = json.dumps({"name": "news", "channel": "email"})
+    db.execute("UPDATE campaigns SET config = ? WHERE name = 'news'", [demo])
+    db.conn.commit()
+    args = ["export", "email", "-c", "news", "--out", str(tmp_path / "o"), "--db", str(db_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "demo sender_name, sender_email, postal_address" in r.output
+    assert "--allow-demo-sender" in r.output and not (tmp_path / "o").exists()
+    r = runner.invoke(app, args + ["--allow-demo-sender"])
+    assert r.exit_code == 0, r.output
+    # (the drafts were written for another sender, so the re-check sends them back)
+    assert "failing a check now" in r.output
+
+
+def test_stale_temporary_exports_are_cleaned_up_with_a_note(db, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".news-email-20260101T000000Z.csv.x1y2z3.tmp").write_text("half")
+    folder = out / ".news-email-20260101T000001Z.pushgen-tmp"
+    folder.mkdir()
+    (folder / "1.eml").write_text("half")
+    (out / ".keep-me.tmp").write_text("a user's file")
+    rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=out)
+    assert _files(out) == [".keep-me.tmp", rep.path.name]
+    assert any("removed 2 unfinished temporary export(s)" in n for n in rep.notes)
+
+
+def test_a_second_export_at_the_same_time_is_refused(db, db_path, tmp_path):
+    import fcntl
+
+    with open(str(db_path) + ".export-lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(PushgenError, match="another export of this database is running"):
+            ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o")
+    assert ex.export_campaign(db, "news", "email", fmt="csv", out_dir=tmp_path / "o").exported == 3
+
+
+_KILLED_EXPORT = """
+import sys
+from pushgen.export import export_campaign
+from pushgen.store import open_store
+export_campaign(open_store(sys.argv[1]), "news", "email", fmt=sys.argv[2], out_dir=sys.argv[3],
+                actor="ops")
+"""
+
+
+def _messages(out: Path) -> list[int]:
+    """Draft ids of every message in every finished export of ``out``."""
+    ids = []
+    for entry in sorted(out.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            ids += [int(p.stem) for p in entry.glob("*.eml")]
+        else:
+            with open(entry, encoding="utf-8", newline="") as fh:
+                ids += [int(r["draft_id"]) for r in csv.DictReader(fh)]
+    return ids
+
+
+@pytest.mark.parametrize("fmt, point", [("eml", "journal"), ("eml", "file:2"),
+                                        ("eml", "written"), ("eml", "renamed"),
+                                        ("csv", "file:1")])
+def test_export_killed_at_any_point_loses_and_duplicates_nothing(db, db_path, tmp_path,
+                                                                 fmt, point):
+    out = tmp_path / "out"
+    env = {**os.environ, ex.KILL_ENV: point}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(db_path), fmt, str(out)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr          # SIGKILL, like kill -9
+    approved = sorted(draft_id(db, "news", u) for u in (1, 2, 3))
+    exported_by_kill = sorted(_messages(out))
+    assert exported_by_kill in ([], approved)           # never a partial file
+    # the next export reconciles: the messages go out exactly once in all
+    rep = ex.export_campaign(db, "news", "email", fmt=fmt, out_dir=out, actor="ops")
+    assert sorted(_messages(out)) == approved
+    assert len(_messages(out)) == 3
+    assert {draft_row(db, i)["status"] for i in approved} == {"exported"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temp left
+    assert any("interrupted" in n for n in rep.notes)
+    states = [r["state"] for r in db.query("SELECT state FROM exports ORDER BY id")]
+    if point == "renamed":
+        assert (rep.exported, states) == (0, ["done"])   # the file stood: nothing again
+    else:
+        assert (rep.exported, states) == (3, ["undone", "done"])
+        assert "export_undone" in [e["action"] for e in events(db, approved[0])]
+    # and a third run has nothing left to do
+    again = ex.export_campaign(db, "news", "email", fmt=fmt, out_dir=out)
+    assert again.exported == 0 and again.notes == []
+
+
+def test_cli_export_killed_after_rename_is_not_written_twice(db, db_path, tmp_path, runner):
+    """The issue's probe: kill -9 as the folder appears, then export again."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pushgen", "export", "email", "-c", "news", "--format", "eml",
+           "--out", str(out), "--db", str(db_path)]
+    proc = subprocess.run(cmd, env={**os.environ, ex.KILL_ENV: "renamed"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9
+    r = runner.invoke(app, cmd[3:])
+    assert r.exit_code == 0, r.output
+    assert "interrupted after its file was complete: it stands" in r.output
+    assert "Nothing to export" in r.output
+    assert len(_messages(out)) == 3

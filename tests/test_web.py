@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pushgen.cli import app
+from pushgen.errors import PushgenError
 from pushgen.web.server import create_app, cut_title
 
 from _review_helpers import draft_id, draft_row, events, make_shop
@@ -241,6 +243,12 @@ def test_browser_review_flow(served, db, tmp_path):
         pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
     base = served.split("/?")[0]
     a, b = draft_id(db, "spring", 1), draft_id(db, "spring", 2)
+    # an email whose preview holds a remote image (a tracking pixel on another local port)
+    pixel = _PixelServer()
+    mail = draft_id(db, "news", 1)
+    db.execute("UPDATE drafts SET content = json_set(content, '$.html', ?) WHERE id = ?",
+               [f'<p>Hi</p><img src="http://127.0.0.1:{pixel.port}/pixel.gif" width="1">', mail])
+    db.conn.commit()
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -285,8 +293,23 @@ def test_browser_review_flow(served, db, tmp_path):
             assert "2 segments" in page.locator("#sms-counter").inner_text()
             page.screenshot(path="/tmp/review.png", full_page=True)
             assert errors == []
+
+            # the email preview fires no remote image until the reviewer asks for it
+            page.goto(f"{base}/?status=&id={mail}")
+            page.wait_for_load_state("load")
+            assert page.locator("#load-images").is_visible()
+            time.sleep(0.3)
+            assert pixel.hits == 0
+            with page.expect_navigation():
+                page.click("#load-images")
+            page.wait_for_load_state("load")
+            deadline = time.monotonic() + 5
+            while pixel.hits == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pixel.hits >= 1
         finally:
             browser.close()
+            pixel.stop()
 
     # the database says the same
     assert draft_row(db, a)["status"] == "approved"
@@ -309,3 +332,164 @@ def test_bad_page_and_bad_version_are_handled(client, db):
         assert "version must be a whole number, not 'abc'" in r.get_data(as_text=True)
     row = draft_row(db, did)
     assert (row["status"], row["version"]) == ("draft", 1)
+
+
+# --- issue 9, finding 10: the review server under hostile requests -------------------------------
+
+
+def test_write_from_a_foreign_origin_is_refused_even_with_the_token(client, db):
+    did = draft_id(db, "spring", 1)
+    form = {"version": "1", "token": TOKEN}
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                    {"Referer": "https://evil.example/page"},
+                    {"Origin": "http://localhost:9999"}):
+        r = client.post(f"/drafts/{did}/approve", data=form, headers=headers)
+        assert r.status_code == 403, headers
+        assert "not from this review page" in r.get_data(as_text=True)
+    assert draft_row(db, did)["status"] == "draft" and events(db, did) == []
+    ok = client.post(f"/drafts/{did}/approve", data=form,
+                     headers={"Origin": "http://localhost", "Referer": "http://localhost/?x=1"})
+    assert ok.status_code == 302 and draft_row(db, did)["status"] == "approved"
+
+
+@pytest.mark.parametrize("big", [2**63, 2**63 + 1, 10**40])
+def test_huge_ids_are_404_not_500(client, db, big):
+    _authed(client)
+    r = client.post(f"/drafts/{big}/approve", data={"version": "1", "token": TOKEN})
+    assert r.status_code == 404
+    r = client.get("/", query_string={"id": str(big), "page": str(big)})
+    assert r.status_code == 200 and f"no draft with id {big}" in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("actor", ["eve\tX: 1", "<img src=x>", "x" * 200])
+def test_actor_header_is_validated(client, db, actor):
+    did = draft_id(db, "spring", 1)
+    r = client.post(f"/drafts/{did}/approve", data={"version": "1", "token": TOKEN},
+                    headers={"X-Pushgen-Actor": actor})
+    assert r.status_code == 400 and "actor name" in r.get_data(as_text=True)
+    assert events(db, did) == []
+
+
+def test_previews_load_no_remote_image_unless_asked(client, db):
+    _authed(client)
+    did = draft_id(db, "news", 1)
+    r = client.get("/", query_string={"id": did})
+    csp = r.headers["Content-Security-Policy"]
+    assert "img-src 'self' data:;" in csp and "https:" not in csp and "http:" not in csp
+    assert 'id="load-images"' in r.get_data(as_text=True)
+    r = client.get("/", query_string={"id": did, "images": "1"})
+    assert "img-src 'self' data: https: http:;" in r.headers["Content-Security-Policy"]
+    assert r.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_remote_mode_needs_the_token_for_reads(db, db_path):
+    c = create_app(db_path, TOKEN, remote=True).test_client()
+    r = c.get("/")
+    assert r.status_code == 403 and "--allow-remote" in r.get_data(as_text=True)
+    assert c.get("/api/sms-info", query_string={"text": "x"}).status_code == 403
+    assert c.get("/static/review.css").status_code == 200
+    assert c.get(f"/?token={TOKEN}").status_code == 302
+    assert c.get("/").status_code == 200
+
+
+def test_bind_rules():
+    from pushgen.web.server import check_bind
+
+    assert check_bind("127.0.0.1", 8765) and check_bind("::1", 1) and check_bind("localhost", 65535)
+    for host in ("0.0.0.0", "192.168.1.5", "::", "example.com"):
+        with pytest.raises(PushgenError, match="--allow-remote"):
+            check_bind(host, 8765)
+        assert check_bind(host, 8765, allow_remote=True) is False
+    for port in (0, 65536, 99999, -1):
+        with pytest.raises(PushgenError, match=f"--port {port} is not a port"):
+            check_bind("127.0.0.1", port)
+
+
+def test_cli_serve_refuses_unsafe_options_in_one_line(db, db_path, runner, tmp_path):
+    base = ["review", "serve", "--db", str(db_path)]
+    r = runner.invoke(app, base + ["--port", "99999"])
+    assert r.exit_code == 1 and "--port 99999 is not a port: use 1-65535" in r.output
+    r = runner.invoke(app, base + ["--host", "0.0.0.0"])
+    assert r.exit_code == 1 and "--allow-remote" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, base + ["--token", "s3cret-s3cret-s3cret"])
+    assert r.exit_code == 1 and "PUSHGEN_TOKEN" in r.output and "ps" in r.output
+    r = runner.invoke(app, base + ["--token-file", str(tmp_path / "missing")])
+    assert r.exit_code == 1 and "cannot read the token file" in r.output
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    r = runner.invoke(app, base + ["--token-file", str(short)])
+    assert r.exit_code == 1 and "at least 16 characters" in r.output
+
+
+def test_served_token_comes_from_a_file_and_never_reaches_the_log(db, db_path, tmp_path):
+    import urllib.request
+
+    secret = "file-token-0123456789abcdef"
+    token_file = tmp_path / "token"
+    token_file.write_text(secret + "\n")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "pushgen", "review", "serve", "--db", str(db_path), "--port",
+           str(port), "--token-file", str(token_file)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 20
+        while "Open:" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert f"/?token={secret}" in line
+        opener = urllib.request.build_opener(_NoRedirect)
+        r = opener.open(f"http://127.0.0.1:{port}/?token={secret}&campaign=spring")
+        assert r.status == 302 and secret not in r.headers["Location"]
+        assert secret in r.headers["Set-Cookie"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "GET /?token=[redacted]&campaign=spring" in err
+    assert secret not in err
+    assert secret not in " ".join(cmd)   # nothing on the command line for `ps` to show
+
+
+import urllib.request as _urlreq  # noqa: E402
+
+
+class _NoRedirect(_urlreq.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        fp.status = code
+        return fp
+
+
+class _PixelServer:
+    """A local image server that counts requests (a stand-in for a tracking pixel)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.hits += 1
+                body = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+                self.send_response(200)
+                self.send_header("Content-Type", "image/gif")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -371,7 +371,7 @@ def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = T
     print_examples(store, "demo-sms", limit=2, out=console)
     console.print("Next: [bold]pushgen review list --campaign demo-sms[/], "
                   "[bold]pushgen review serve[/], [bold]pushgen export email "
-                  "--campaign demo-email --format csv --out out/[/]")
+                  "--campaign demo-email --format csv --out out/ --allow-demo-sender[/]")
 
 
 @app.command("demo")

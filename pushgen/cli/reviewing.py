@@ -498,22 +498,42 @@ def print_campaign_report(rep: dict, out: Console = console) -> None:
 
 @review.command("serve")
 def serve_cmd(
-    host: Annotated[str, typer.Option(help="Address to bind. Keep 127.0.0.1 unless you "
-                                           "know why.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind: loopback only (127.0.0.1, ::1, "
+                                           "localhost) unless --allow-remote.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (1-65535).")] = 8765,
+    token_file: Annotated[Optional[Path], typer.Option(
+        "--token-file", help="Read the write token from this file (else $PUSHGEN_TOKEN, else "
+                             "a new random one, printed). Never on the command line: `ps` "
+                             "would show it.", dir_okay=False)] = None,
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Allow a non-loopback --host. Every page then needs the token "
+                               "link (reads too), and it travels unencrypted: use an HTTPS "
+                               "proxy.")] = False,
     token: Annotated[Optional[str], typer.Option(
-        help="Write token (default: a new random one, printed).", envvar="PUSHGEN_TOKEN")
-    ] = None,
+        "--token", hidden=True, help="Refused: use $PUSHGEN_TOKEN or --token-file.")] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Open the review web page on this machine (approve, reject, edit in the browser).
 
     Example: pushgen review serve --port 8765   then open the printed URL.
     """
-    from ..web.server import serve
+    import os
 
+    from ..web.server import check_bind, serve
+
+    if token is not None:
+        raise PushgenError("--token would show the write token to every user of this machine "
+                           "(`ps`); set PUSHGEN_TOKEN or use --token-file FILE instead")
+    check_bind(host, port, allow_remote=allow_remote)
+    secret = os.environ.get("PUSHGEN_TOKEN") or None
+    if token_file is not None:
+        try:
+            secret = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PushgenError(f"{token_file}: cannot read the token file "
+                               f"({getattr(exc, 'strerror', None) or exc})") from None
     _open(db).close()  # a clear error now rather than on the first request
-    serve(db, host, port, token)
+    serve(db, host, port, secret, allow_remote=allow_remote)
 
 
 # --- export commands ----------------------------------------------------------------------
@@ -530,6 +550,8 @@ def _nothing_reason(rep: ExportReport) -> str:
 
 
 def _print_export(rep: ExportReport) -> None:
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if rep.path is None:
         console.print(f"Nothing to export for campaign {escape(rep.campaign)} "
                       f"({rep.channel}): {_nothing_reason(rep)}. No file written.")
@@ -541,8 +563,17 @@ def _print_export(rep: ExportReport) -> None:
     if rep.skipped_no_contact:
         console.print(f"  skipped {rep.skipped_no_contact}: no "
                       f"{'email address' if rep.channel == 'email' else 'phone number'}")
+    if rep.skipped_bad_contact:
+        console.print(f"  skipped {rep.skipped_bad_contact}: an "
+                      f"{'email address' if rep.channel == 'email' else 'phone number'} no "
+                      "platform can send to (spaces, line breaks, not an address)")
     if rep.skipped_failing:
-        console.print(f"  skipped {rep.skipped_failing}: failing a check")
+        console.print(f"  skipped {rep.skipped_failing}: failing a check now; reopened for "
+                      "review:")
+        for why in rep.failing_reasons[:10]:
+            console.print(f"    {escape(why)}", soft_wrap=True)
+        if len(rep.failing_reasons) > 10:
+            console.print(f"    … and {len(rep.failing_reasons) - 10} more")
     if rep.skipped_stale:
         console.print(f"  skipped {rep.skipped_stale}: catalog changed since approval; "
                       "approved ones were reopened for review:")
@@ -560,9 +591,10 @@ def _print_export(rep: ExportReport) -> None:
 
 
 def _export(channel: str, campaign: str, fmt: str, out: Path, again: bool,
-            send_at: Optional[str], actor: Optional[str], db: Path) -> None:
+            send_at: Optional[str], actor: Optional[str], db: Path,
+            allow_demo_sender: bool = False) -> None:
     rep = export_campaign(_open(db), campaign, channel, fmt=fmt, out_dir=out, again=again,
-                          send_at=send_at, actor=actor)
+                          send_at=send_at, actor=actor, allow_demo_sender=allow_demo_sender)
     _print_export(rep)
 
 
@@ -572,6 +604,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the export
 AgainOpt = Annotated[bool, typer.Option("--again", help="Also export drafts exported before.")]
 SendAtOpt = Annotated[Optional[str], typer.Option(
     "--send-at", help="Planned send time, ISO 8601 with zone, e.g. 2026-12-01T09:00+08:00.")]
+DemoSenderOpt = Annotated[bool, typer.Option(
+    "--allow-demo-sender", help="Export although the campaign still uses pushgen's demo "
+                                "sender and postal address (no [sender] in its config): for "
+                                "the demo and test sends only.")]
 
 
 @export.command("email")
@@ -581,14 +617,15 @@ def export_email(
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv, jsonl or eml.")] = "csv",
     again: AgainOpt = False,
     send_at: SendAtOpt = None,
+    allow_demo_sender: DemoSenderOpt = False,
     actor: ActorOpt = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Export approved email drafts (consent is checked again now).
+    """Export approved email drafts (consent and every check run again now).
 
     Example: pushgen export email --campaign spring --format eml --out out/
     """
-    _export("email", campaign, fmt, out, again, send_at, actor, db)
+    _export("email", campaign, fmt, out, again, send_at, actor, db, allow_demo_sender)
 
 
 @export.command("sms")
@@ -598,6 +635,7 @@ def export_sms(
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
     again: AgainOpt = False,
     send_at: SendAtOpt = None,
+    allow_demo_sender: DemoSenderOpt = False,
     actor: ActorOpt = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
@@ -605,7 +643,7 @@ def export_sms(
 
     Example: pushgen export sms --campaign spring --out out/
     """
-    _export("sms", campaign, fmt, out, again, send_at, actor, db)
+    _export("sms", campaign, fmt, out, again, send_at, actor, db, allow_demo_sender)
 
 
 @export.command("push")
@@ -618,7 +656,7 @@ def export_push(
     actor: ActorOpt = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Export approved app-push drafts (external id, title, body, deep link).
+    """Export approved app-push drafts (external id, title, body, deep link, push token).
 
     Example: pushgen export push --campaign spring --format jsonl --out out/
     """

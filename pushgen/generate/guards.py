@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import html as _html
 import re
+from html.parser import HTMLParser
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from ..channels import (
+    Link,
     _lang,
+    canonical_url,
     check_message,
     deep_link_for,
-    find_urls,
+    fill_deep_link,
+    find_links,
     gsm_normalize,
+    parse_link,
+    redact_token,
 )
 from ..messages import CampaignSettings, CheckResult, ItemFacts, Message, MessageContext, Recipient
 
-__all__ = ["Guard", "check_draft", "mentioned_item", "strip_latin_brand", "store_guard", "prompt_fields", "INJECTION_PHRASES", "extract_amounts",
-           "extract_discounts"]
+__all__ = ["Guard", "check_draft", "mentioned_item", "strip_latin_brand", "store_guard",
+           "prompt_fields", "INJECTION_PHRASES", "extract_amounts", "extract_discounts",
+           "find_phone_numbers", "find_template_syntax", "neutralize_template_syntax",
+           "inspect_email_html", "EmailHtml", "LAYOUT_TAGS"]
 
 # Text that only shows up in copy when a model echoed its instructions or an injected
 # instruction (from a product description, a user name...). Matched case-insensitively.
@@ -302,19 +310,18 @@ def mentioned_item(copy: str, items: Sequence[ItemFacts], *, links: str = "",
     return None
 
 
-def _linked_item(links: str, items: Sequence[ItemFacts],
+def _linked_item(links: str | set[str], items: Sequence[ItemFacts],
                  settings: CampaignSettings | None) -> str | None:
-    """SKU of the first item whose URL or deep link appears in ``links``."""
-    urls = {_norm_url(u) for u in find_urls(links)}
-    if urls:
-        for it in items:
-            targets = [it.url] + ([deep_link_for(settings, it.sku)] if settings else [])
-            if any(u and _norm_url(u) in urls for u in targets):
-                return it.sku
-    if settings is not None:
-        for it in items:  # a deep link with a non-URL scheme find_urls may not report
-            if deep_link_for(settings, it.sku) in links.split():
-                return it.sku
+    """SKU of the first item whose URL or deep link is among ``links`` (text to read, or a
+    set of canonical URLs already read)."""
+    urls = links if isinstance(links, set) else {lk.url for lk in find_links(links)}
+    if not urls:
+        return None
+    for it in items:
+        if it.url and canonical_url(it.url) in urls:
+            return it.sku
+        if settings is not None and canonical_url(deep_link_for(settings, it.sku)) in urls:
+            return it.sku
     return None
 
 
@@ -354,43 +361,207 @@ _EMOJI_RE = re.compile(
     "[\U0001F000-\U0001FAFF\U0001F1E6-\U0001F1FF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF"
     "\uFE0F\u200D\u3030\u303D\u3297\u3299]")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_TAG_RE = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u00a0": " "})
 
+# --- email HTML, read with a real parser -------------------------------------------------------
 
-def _visible_html(html_text: str) -> str:
-    return _html.unescape(_TAG_RE.sub(" ", html_text))
-
-
-def _copy_text(message: Message) -> str:
-    """What a reader sees: every prose field (HTML without tags), one string."""
-    f = message.fields
-    if message.channel == "email":
-        parts = [f.get("subject", ""), f.get("preheader", ""), _visible_html(f.get("html", "")),
-                 f.get("text", "")]
-    elif message.channel == "push":
-        parts = [f.get("title", ""), f.get("body", "")]
-    else:
-        parts = [f.get("text", "")]
-    return "\n".join(p for p in parts if p)
-
-
-def _link_text(message: Message) -> str:
-    """Every field as written (HTML entity-decoded so href values compare as URLs)."""
-    return "\n".join(_html.unescape(v) if k == "html" else v
-                     for k, v in message.fields.items() if v)
+# The markup an email layout needs (tables, text, links, catalog images). Anything else in a
+# draft's HTML (script, style, form, iframe, object, embed, svg, base, link, media...) fails.
+LAYOUT_TAGS: frozenset[str] = frozenset(
+    "html head meta title body div span p br hr a img table thead tbody tfoot tr td th "
+    "caption colgroup col h1 h2 h3 h4 h5 h6 strong b em i u s strike del ins small big sub "
+    "sup ul ol li dl dt dd blockquote center font pre code abbr address section article "
+    "header footer main figure figcaption wbr".split())
+LAYOUT_ATTRIBUTES: frozenset[str] = frozenset(
+    "style class id dir lang title align valign width height bgcolor border role color face "
+    "size colspan rowspan nowrap cellpadding cellspacing summary alt name target rel charset "
+    "content http-equiv href src background hspace vspace scope headers start type reversed "
+    "span abbr frame rules clear noshade compact datetime translate xmlns".split())
+_URL_ATTRIBUTES = {"href", "src", "background"}
+_SAFE_HTTP_EQUIV = {"content-type", "x-ua-compatible", "content-language"}
+_CSS_URL_RE = re.compile(r"url\(\s*(['\"]?)(.*?)\1\s*\)", re.IGNORECASE | re.DOTALL)
+_CSS_BAD_RE = re.compile(r"expression\s*\(|@import|javascript:|vbscript:|behavior\s*:|"
+                         r"-moz-binding|image-set\s*\(|\\", re.IGNORECASE)
 
 
-def _norm_url(url: str) -> str:
-    """Compare links without http(s)://, 'www.' or a trailing slash."""
-    url = url.strip()
-    for scheme in ("https://", "http://"):
-        if url[:len(scheme)].lower() == scheme:
-            url = url[len(scheme):]
-            break
-    if url[:4].lower() == "www.":
-        url = url[4:]
-    return url.rstrip("/")
+class EmailHtml(HTMLParser):
+    """One read of an email's HTML: the text a reader sees, every link and image it holds,
+    and every piece of markup outside the layout allowlist (``problems``)."""
+
+    def __init__(self, html_text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text_parts: list[str] = []
+        self.links: list[tuple[str, str]] = []    # (where, url as written)
+        self.images: list[tuple[str, str]] = []   # (where, url as written)
+        self.problems: list[str] = []
+        self._skip = 0  # inside <script>/<style>: not visible text
+        self.feed(html_text)
+        self.close()
+
+    def updatepos(self, i: int, j: int) -> int:
+        return j  # line numbers are never asked for: skip counting them (a third faster)
+
+    def _problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in LAYOUT_TAGS:
+            self._problem(f"<{tag}> is not allowed in an email")
+            if tag in ("script", "style"):
+                self._skip += 1
+        for name, value in attrs:
+            value = value or ""
+            if name.startswith("on"):
+                self._problem(f"event attribute {name} on <{tag}>")
+            elif name.startswith(("data-", "aria-", "xmlns:")):
+                continue
+            elif name not in LAYOUT_ATTRIBUTES:
+                self._problem(f"attribute {name} on <{tag}> is not allowed in an email")
+            elif name == "http-equiv" and value.strip().lower() not in _SAFE_HTTP_EQUIV:
+                self._problem(f'<meta http-equiv="{value}"> is not allowed in an email')
+            elif name == "style":
+                self._style(tag, value)
+            elif name in _URL_ATTRIBUTES:
+                if name == "href" and tag == "a":
+                    self.links.append((f"<a href>", value))
+                elif name == "src" and tag == "img" or name == "background":
+                    self.images.append((f"<{tag} {name}>", value))
+                else:
+                    self._problem(f"attribute {name} on <{tag}> is not allowed in an email")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag in ("script", "style"):
+            self._skip -= 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def _style(self, tag: str, css: str) -> None:
+        if _CSS_BAD_RE.search(css):
+            self._problem(f"style on <{tag}> uses script, imports or escapes")
+        for m in _CSS_URL_RE.finditer(css):
+            self.images.append((f"<{tag} style url()>", m.group(2)))
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.text_parts.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        if "<" in data or "[if" in data.lower():
+            self._problem("markup inside an HTML comment (Outlook renders conditional "
+                          "comments)")
+
+    def handle_pi(self, data: str) -> None:
+        self._problem(f"processing instruction <?{data[:20]}>")
+
+    def unknown_decl(self, data: str) -> None:
+        self._problem(f"declaration <![{data[:20]}]>")
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.text_parts)
+
+
+def inspect_email_html(html_text: str) -> EmailHtml:
+    """Parse an email's HTML once (text, links, images, problems)."""
+    return EmailHtml(html_text)
+
+
+# --- phone numbers -------------------------------------------------------------------------------
+
+# Digit groups joined by the separators phone numbers are written with; a leading '+'.
+_PHONE_RE = re.compile(
+    r"(?<![A-Za-z0-9_+$¥€£￥#.,/-])(\+[ \u00a0]?)?\(?\d(?:[ \u00a0().\-/]{0,3}\d){6,18}"
+    r"(?![A-Za-z0-9])")
+_DATE_RE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"
+                      r"|(?:19|20)\d\d\s?[-/]\s?(?:19|20)\d\d")
+PHONE_DIGITS = (7, 15)   # E.164 allows at most 15 digits; fewer than 7 is no phone number
+
+
+def find_phone_numbers(text: str) -> list[str]:
+    """Phone-number-like runs in ``text`` ('+1 (415) 555-0199', '020 7946 0958',
+    '13800138000'): 7-15 digits in groups, not dates ('2026-12-01'), year ranges or lists
+    of small numbers ('36 37 38 39 40' unless it starts with 0 or +)."""
+    found = []
+    for m in _PHONE_RE.finditer(text):
+        raw = m.group(0).strip(" \u00a0(.-/")
+        digits = re.sub(r"\D", "", raw)
+        if not PHONE_DIGITS[0] <= len(digits) <= PHONE_DIGITS[1]:
+            continue
+        if _DATE_RE.fullmatch(raw.strip("()")) or _DATE_RE.search(raw) and len(digits) <= 8:
+            continue
+        groups = re.findall(r"\d+", raw)
+        if sum(len(g) <= 2 for g in groups) > 2 and not raw.startswith(("+", "0", "(")):
+            continue
+        found.append(raw)
+    return found
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+# --- template syntax from data --------------------------------------------------------------
+
+# Delimiters of the template languages sending platforms render (Liquid and Jinja '{{ }}'
+# '{% %}' '{# #}', Handlebars, Mailchimp '*|X|*', Salesforce '%%X%%', FreeMarker '${x}',
+# ERB/ASP '<% %>'). A catalog title '{{ 7*7 }}' would be evaluated by the platform.
+_TEMPLATE_SYNTAX_RE = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}|\*\||\|\*|%%|\$\{|<%|%>")
+_TEMPLATE_FIRST_RE = re.compile(r"\{(?=[{%#])|\}(?=\})|%(?=[}%>])|#(?=\})|\*(?=\|)|"
+                                r"\|(?=\*)|\$(?=\{)|<(?=%)")
+
+
+def find_template_syntax(text: str) -> list[str]:
+    """Template delimiters in ``text`` ('{{', '{%', '*|', '%%', '${', ...)."""
+    return _TEMPLATE_SYNTAX_RE.findall(text) if text else []
+
+
+def neutralize_template_syntax(text: str) -> str:
+    """``text`` with every template delimiter broken by a space ('{{ 7*7 }}' ->
+    '{ { 7*7 } }'): it reads the same and no sending platform evaluates it."""
+    if not text or not _TEMPLATE_SYNTAX_RE.search(text):
+        return text
+    return _TEMPLATE_FIRST_RE.sub(lambda m: m.group(0) + " ", text)
+
+
+# --- one read of a message ---------------------------------------------------------------------
+
+
+class _Reading:
+    """A message read once for every guard: what a reader sees and every link it holds."""
+
+    __slots__ = ("prose", "links", "images", "html")
+
+    def __init__(self, message: Message) -> None:
+        f = message.fields
+        self.html: EmailHtml | None = None
+        self.images: list[tuple[str, str]] = []
+        if message.channel == "email":
+            self.html = EmailHtml(f.get("html", "") or "")
+            parts = [f.get("subject", ""), f.get("preheader", ""), self.html.text,
+                     f.get("text", "")]
+            self.images = self.html.images
+        elif message.channel == "push":
+            parts = [f.get("title", ""), f.get("body", "")]
+        else:
+            parts = [f.get("text", "")]
+        self.prose = "\n".join(p for p in parts if p)
+        # (where, link): links read from the prose, then every link-holding field/attribute.
+        self.links: list[tuple[str, Link]] = [("copy", lk) for lk in find_links(self.prose)]
+        if message.channel == "push" and f.get("deep_link"):
+            self.links.append(("deep link", parse_link(f["deep_link"])))
+        if self.html is not None:
+            self.links += [(where, parse_link(url)) for where, url in self.html.links]
+
+    def link_urls(self) -> set[str]:
+        return {lk.url for _, lk in self.links}
+
+
+def _host_key(host: str) -> str:
+    return host[4:] if host.startswith("www.") else host
 
 
 def _ok(name: str, message: str) -> CheckResult:
@@ -405,6 +576,33 @@ def _quote(values: Iterable[str], limit: int = 3) -> str:
     values = list(dict.fromkeys(values))
     shown = ", ".join(f"'{v}'" for v in values[:limit])
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+@lru_cache(maxsize=4096)
+def _campaign_links(site_url: str, deep_link: str, unsubscribe_url: str,
+                    items: tuple[tuple[str, str | None], ...]
+                    ) -> tuple[frozenset[str], frozenset[tuple[str, str, int | None]], str]:
+    """What ``Guard._links`` allows for one campaign and set of items (cached: the same
+    items are recommended to many customers)."""
+    exact: set[str] = set()
+    origins: set[tuple[str, str, int | None]] = set()
+
+    def add_origin(url: str | None) -> None:
+        if url:
+            lk = parse_link(url)
+            if lk.kind == "url" and lk.scheme in ("http", "https") and lk.host:
+                scheme, host, port = lk.origin
+                origins.add((scheme, _host_key(host), port))
+
+    for sku, url in items:
+        exact.add(canonical_url(fill_deep_link(deep_link, sku)))
+        if url:
+            exact.add(canonical_url(url))
+            add_origin(url)
+    add_origin(site_url)
+    head = unsubscribe_url.split("{token}")[0]
+    add_origin(unsubscribe_url.replace("{token}", "t"))
+    return frozenset(exact), frozenset(origins), canonical_url(head)
 
 
 class Guard:
@@ -435,30 +633,32 @@ class Guard:
                unsubscribe_url: str | None = None) -> list[CheckResult]:
         """Only the fact/policy guards (no channel rules)."""
         settings = ctx.settings
-        copy = _copy_text(message)
-        links = _link_text(message)
-        urls = find_urls(links)
-        copy_urls = urls if links == copy else find_urls(copy)
+        read = _Reading(message)
+        copy = read.prose
         prose = copy
-        for url in sorted(set(copy_urls), key=len, reverse=True):
-            prose = prose.replace(url, " ")  # numbers inside links are not prices
+        for _, link in sorted(read.links, key=lambda x: len(x[1].raw), reverse=True):
+            prose = prose.replace(link.raw, " ")  # numbers inside links are not prices
+        raw_all = "\n".join(v for v in message.fields.values() if v)
         folded_copy = " ".join(copy.casefold().split())
-        folded_all = folded_copy if links == copy else " ".join(links.casefold().split())
+        folded_all = " ".join(_html.unescape(raw_all).casefold().split())
         if "’" in folded_all or "‘" in folded_all:
             folded_all = folded_all.translate(_APOSTROPHES)
         checks = [
             self._prices(prose, ctx.items),
             self._discounts(prose, ctx.items),
             self._products(copy, ctx.items),
-            self._urls(urls, ctx, unsubscribe_url or self.unsubscribe_url(ctx)),
+            self._links(read, ctx, unsubscribe_url or self.unsubscribe_url(ctx)),
         ]
         if message.channel == "push":
             checks.append(self._deep_link(message.get("deep_link"), ctx))
-        checks.append(self._mentions_item(copy, links, ctx))
+        if read.html is not None:
+            checks.append(self._email_html(read, ctx))
+        checks.append(self._mentions_item(copy, read.link_urls(), ctx))
         checks += [
             self._banned(folded_copy, settings),
             self._emoji(copy, settings),
-            self._personal(links, settings, forbidden_values),
+            self._personal(prose, read, ctx, forbidden_values),
+            self._template_syntax(message),
             self._injection(folded_all),
         ]
         return checks
@@ -535,40 +735,97 @@ class Guard:
         return node.get(None, [])
 
     @staticmethod
-    def _urls(urls: list[str], ctx: MessageContext, unsubscribe_url: str | None) -> CheckResult:
-        settings = ctx.settings
-        raw: set[str | None] = set()
-        for it in ctx.items:
-            raw.add(deep_link_for(settings, it.sku))
-            raw.add(it.url)
-            raw.add(it.image_url)
-        pending = [u for u in urls if u not in raw]  # the usual case: every link is exact
-        bad = []
-        if pending:
-            unsub = unsubscribe_url
-            unsub_head = _norm_url(settings.unsubscribe_url.split("{token}")[0])
-            raw.add(unsub)
-            pending = [u for u in pending if u not in raw]
-            # Someone else's unsubscribe link (same pattern, other token) is never allowed.
-            bad = [u for u in pending if unsub_head and _norm_url(u).startswith(unsub_head)]
-            pending = [u for u in pending if u not in bad]
-        exact = {_norm_url(u) for u in raw if u} if pending else set()
-        site = _norm_url(settings.site_url) if settings.site_url and pending else ""
-        for url in pending:
-            n = _norm_url(url)
-            if n in exact:
+    def _allowed(ctx: MessageContext, unsubscribe_url: str | None
+                 ) -> tuple[set[str], set[tuple[str, str, int | None]], str]:
+        """(exact canonical links, allowed (scheme, host, port) origins, the canonical head
+        of every unsubscribe link of the campaign)."""
+        s = ctx.settings
+        exact, origins, unsub_head = _campaign_links(
+            s.site_url, s.deep_link, s.unsubscribe_url,
+            tuple((it.sku, it.url) for it in ctx.items))
+        if unsubscribe_url:
+            exact = exact | {canonical_url(unsubscribe_url)}
+        return exact, origins, unsub_head
+
+    def _links(self, read: _Reading, ctx: MessageContext, unsubscribe_url: str | None
+               ) -> CheckResult:
+        """Only the campaign's site, the recommended items' links and the recipient's own
+        unsubscribe link; never a script, a mail/phone link, another host or a look-alike."""
+        if not read.links:
+            return _ok("guard.links", "no links")
+        exact, origins, unsub_head = self._allowed(ctx, unsubscribe_url)
+        named = None
+        bad: list[str] = []
+        for where, link in read.links:
+            why = None
+            if link.url in exact:
                 continue
-            if site and (n == site or n.startswith((site + "/", site + "?", site + "#"))):
-                continue
-            bad.append(url)
+            in_html = where.startswith("<")
+            if link.kind == "relative":
+                if in_html and link.raw.strip().startswith("#") or not link.raw.strip():
+                    continue  # a jump inside the email
+                why = "relative (write a full https:// link)"
+            elif link.kind == "scheme":
+                why = f"a {link.scheme}: link"
+            elif link.userinfo:
+                why = "hides its host behind user@"
+            elif link.kind == "protocol-relative":
+                why = "protocol-relative: mail clients open it nowhere, write https://"
+            elif link.scheme not in ("http", "https"):
+                why = f"an app link ({link.scheme}:) to no recommended item"
+            elif unsub_head and link.url.startswith(unsub_head):
+                why = "someone else's unsubscribe link"
+            else:
+                scheme, host, port = link.origin
+                if (scheme, _host_key(host), port) in origins:
+                    continue
+                if link.kind == "bare" and link.url == f"https://{link.host}":
+                    if named is None:  # a domain-like word the catalog itself states
+                        named = " ".join(
+                            str(t).casefold() for it in ctx.items
+                            for t in (it.title, it.brand, (it.attributes or {}).get("title_zh"))
+                            if t)
+                    if link.raw.casefold() in named:
+                        continue
+                why = "another host" if not host.startswith("xn--") and ".xn--" not in host \
+                    else "a look-alike (punycode) host"
+            bad.append(f"'{link.raw.strip()[:80]}' ({why})")
         if bad:
-            return _fail("guard.links", f"link {_quote(bad)} is not the campaign's site, an "
-                                        "item's link or the unsubscribe link")
-        return _ok("guard.links", f"{len(urls)} link(s) allowed")
+            shown = "; ".join(dict.fromkeys(bad[:3])) + (
+                f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            return _fail("guard.links", redact_token(
+                f"link {shown}: only the campaign's site, the items' links and the "
+                "unsubscribe link are allowed"))
+        return _ok("guard.links", f"{len(read.links)} link(s) allowed")
 
     @staticmethod
-    def _mentions_item(copy: str, links: str, ctx: MessageContext) -> CheckResult:
-        sku = mentioned_item(copy, ctx.items, links=links, settings=ctx.settings)
+    def _email_html(read: _Reading, ctx: MessageContext) -> CheckResult:
+        """The HTML holds only layout markup, and images only from the catalog (the
+        recommended items' images) or the shop's own site: no scripts, forms, frames,
+        event attributes or tracking pixels."""
+        assert read.html is not None
+        problems = list(read.html.problems)
+        allowed = {canonical_url(it.image_url) for it in ctx.items if it.image_url}
+        site = parse_link(ctx.settings.site_url) if ctx.settings.site_url else None
+        site_host = _host_key(site.host) if site and site.host else None
+        for where, url in read.images:
+            lk = parse_link(url)
+            if lk.url in allowed:
+                continue
+            if (lk.kind == "url" and lk.scheme == "https" and not lk.userinfo
+                    and site_host and _host_key(lk.host) == site_host):
+                continue
+            problems.append(f"{where} {url.strip()[:60]!r} is not a recommended item's image")
+        if problems:
+            return _fail("guard.html", "email HTML: " + "; ".join(problems[:4])
+                         + (f"; and {len(problems) - 4} more" if len(problems) > 4 else ""))
+        return _ok("guard.html", f"layout markup only, {len(read.images)} catalog image(s)")
+
+    @staticmethod
+    def _mentions_item(copy: str, links: set[str], ctx: MessageContext) -> CheckResult:
+        sku = _linked_item(links, ctx.items, ctx.settings) if links else None
+        if sku is None:
+            sku = mentioned_item(copy, ctx.items, titles_only=True)
         if sku is not None:
             return _ok("guard.mentions_item", f"copy mentions recommended item {sku}")
         skus = ", ".join(it.sku for it in ctx.items) or "none"
@@ -579,11 +836,11 @@ class Guard:
     def _deep_link(link: str, ctx: MessageContext) -> CheckResult:
         targets = {}
         for it in ctx.items:
-            targets[deep_link_for(ctx.settings, it.sku)] = it.sku
+            targets[canonical_url(deep_link_for(ctx.settings, it.sku))] = it.sku
             if it.url:
-                targets[it.url] = it.sku
-        if link.strip() in targets:
-            sku = targets[link.strip()]
+                targets[canonical_url(it.url)] = it.sku
+        sku = targets.get(canonical_url(link.strip())) if link.strip() else None
+        if sku is not None:
             return _ok("guard.deep_link", f"deep link opens recommended item {sku}")
         return _fail("guard.deep_link", f"deep link '{link}' does not open a recommended item")
 
@@ -608,9 +865,14 @@ class Guard:
         return _ok("guard.emoji", "no emoji")
 
     @staticmethod
-    def _personal(text: str, settings: CampaignSettings,
+    def _personal(prose: str, read: _Reading, ctx: MessageContext,
                   forbidden_values: Sequence[str] | None) -> CheckResult:
+        """No email address and no phone number but the shop's own configured contact
+        (``sender_email``, ``contact_email``, ``contact_phone``), and never the recipient's
+        own (``forbidden_values``)."""
+        settings = ctx.settings
         found = []
+        text = read.prose + "\n" + "\n".join(lk.raw for _, lk in read.links)
         folded = text.casefold()
         digits = None
         for value in forbidden_values or ():
@@ -621,7 +883,7 @@ class Guard:
                 if value.casefold() in folded:
                     found.append(value)
                 continue
-            value_digits = re.sub(r"\D", "", value)
+            value_digits = _digits(value)
             if len(value_digits) >= 7:
                 if digits is None:  # copy digits with phone separators removed
                     digits = re.sub(r"(?<=\d)[\s\-.()/]+(?=\d)", "", text)
@@ -629,15 +891,38 @@ class Guard:
                     found.append(value)
             elif value.casefold() in folded:
                 found.append(value)
-        sender = settings.sender_email.casefold()
+        shop_emails = {e.casefold() for e in (settings.sender_email, settings.contact_email)
+                       if e}
         if "@" in text:
-            found += [e for e in _EMAIL_RE.findall(text) if e.casefold() != sender
+            found += [e for e in _EMAIL_RE.findall(text) if e.casefold() not in shop_emails
                       and e not in found]
+        # Phone numbers: in what a reader sees, links and the sender's postal address left out.
+        scan = prose
+        for fixed in (settings.postal_address, settings.sender_name):
+            if fixed:
+                scan = scan.replace(fixed, " ")
+        phones = find_phone_numbers(scan)
+        if phones:
+            shop_phone = _digits(settings.contact_phone)[-9:]
+            stated = " ".join(f"{it.title} {it.sku}" for it in ctx.items)
+            found += [p for p in phones if not (shop_phone and _digits(p).endswith(shop_phone))
+                      and p not in stated and p not in found]
         if found:
-            return _fail("guard.personal_data", f"copy contains personal data {_quote(found)} "
-                                                "(email addresses and phone numbers never go "
-                                                "into copy)")
+            return _fail("guard.personal_data", f"copy contains {_quote(found)}: no email "
+                                                "address or phone number but the shop's own "
+                                                "configured contact")
         return _ok("guard.personal_data", "no email address or phone number in copy")
+
+    @staticmethod
+    def _template_syntax(message: Message) -> CheckResult:
+        """Template delimiters from data ('{{ 7*7 }}' in a catalog title or a model's
+        answer) would be evaluated by a sending platform that renders Liquid/Jinja."""
+        found = [d for v in message.fields.values() for d in find_template_syntax(v or "")]
+        if found:
+            return _fail("guard.template_syntax", f"copy contains template syntax "
+                         f"{_quote(found)}; a sending platform would evaluate it (pushgen "
+                         "writes final copy: remove it, or split it as '{ {')")
+        return _ok("guard.template_syntax", "no template syntax")
 
     @staticmethod
     def _injection(text: str) -> CheckResult:

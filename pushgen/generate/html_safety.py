@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import nh3
 
+from ..channels import parse_link
+
 # Tags a model may use inside an email block; everything else is unwrapped (text kept).
 MODEL_TAGS: frozenset[str] = frozenset(
     {"p", "br", "strong", "em", "b", "i", "u", "ul", "ol", "li", "a", "span", "small"})
@@ -22,19 +24,28 @@ DROPPED_WITH_CONTENT: frozenset[str] = frozenset(
      "iframe", "object", "embed", "svg", "math", "head"})
 
 
-def _absolute_http(url: str) -> bool:
-    low = url.strip().lower()
-    return low.startswith(("https://", "http://"))
+def _absolute_http(url: str) -> str | None:
+    """The canonical spelling of an absolute http(s) link with a host, read as a browser
+    reads it (the one link reader, ``channels.parse_link``); None for anything else,
+    including a 'user@' hiding the real host."""
+    link = parse_link(url)
+    if link.kind == "url" and link.scheme in ("http", "https") and link.host \
+            and not link.userinfo:
+        return link.url
+    return None
 
 
 def sanitize_model_html(fragment: str, allow_link: Callable[[str], bool]) -> str:
     """``fragment`` with only MODEL_TAGS kept; an ``<a href>`` survives only when it is an
     absolute http(s) URL and ``allow_link(url)`` is true (otherwise the link text stays,
-    unlinked)."""
+    unlinked). ``allow_link`` and the result see the link's canonical spelling, so
+    'https:\\\\evil.example' is judged (and written) as 'https://evil.example'. The guards
+    (``guards.Guard``) check the result again like any copy."""
 
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:
         if tag == "a" and attr == "href":
-            return value if _absolute_http(value) and allow_link(value) else None
+            url = _absolute_http(value)
+            return url if url is not None and allow_link(url) else None
         return None
 
     return nh3.clean(fragment, tags=set(MODEL_TAGS),

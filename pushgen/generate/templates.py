@@ -23,10 +23,13 @@ from jinja2 import BaseLoader, StrictUndefined, Template, TemplateNotFound, pass
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from ..channels import (
     _lang,
+    clean_value,
     deep_link_for,
+    item_url,
     gsm_normalize,
     opt_out_line,
     shrink_sms,
@@ -36,7 +39,7 @@ from ..channels import (
     truncate_chars,
 )
 from ..errors import PushgenError
-from .guards import mentioned_item, strip_latin_brand
+from .guards import mentioned_item, neutralize_template_syntax, strip_latin_brand
 from ..messages import CHANNEL_FIELDS, ItemFacts, Message, MessageContext, Recipient
 
 __all__ = [
@@ -149,7 +152,9 @@ def _item_title_filter(ctx: Context, item: ItemFacts) -> str:
 
 @pass_context
 def _link_filter(ctx: Context, item: ItemFacts) -> str:
-    return item.url or ctx["settings"].site_url
+    # Percent-encoded: a space or a Chinese character in a catalog URL would end the link
+    # where a phone or a guard reads it.
+    return item_url(item.url) or item_url(ctx["settings"].site_url)
 
 
 @pass_context
@@ -159,6 +164,20 @@ def _deep_link_filter(ctx: Context, item: ItemFacts) -> str:
 
 def _truncate_to(text: Any, n: int | None, ellipsis: str = "…") -> str:
     return truncate_chars(str(text), int(n), ellipsis) if n else str(text)
+
+
+def safe_output(value: Any) -> Any:
+    """Every ``{{ ... }}`` value a template prints (names, titles, settings): control
+    characters removed (a name with CR LF cannot reach a subject or a header) and template
+    delimiters split ('{{ 7*7 }}' -> '{ { 7*7 } }'), so text from data never becomes live
+    syntax for a sending platform that renders Liquid or Jinja. The template's own text is
+    left alone."""
+    if isinstance(value, str):
+        cleaned = neutralize_template_syntax(clean_value(value))
+        if cleaned is value or cleaned == value:
+            return value
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
 
 
 FILTERS: dict[str, Callable[..., Any]] = {
@@ -269,7 +288,7 @@ class Renderer:
         env = SandboxedEnvironment(loader=self.loader, undefined=StrictUndefined,
                                    autoescape=autoescape, trim_blocks=True,
                                    lstrip_blocks=True, keep_trailing_newline=False,
-                                   auto_reload=False, cache_size=-1)
+                                   auto_reload=False, cache_size=-1, finalize=safe_output)
         env.filters.update(FILTERS)
         return env
 

@@ -15,6 +15,29 @@ from . import dumps, loads, now_iso
 _CONTACT = {"sms": "phone", "email": "email", "push": None}
 
 
+def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Two campaign configs say the same, a key one of them lacks counting as its default
+    (a config stored by an older pushgen has no key for a setting added since)."""
+    import dataclasses
+
+    from ..messages import CampaignSettings
+
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
+                         else f.default_factory())  # type: ignore[misc]
+                for f in dataclasses.fields(CampaignSettings) if f.name != "name"}
+    keys = set(old) | set(new)
+    missing = object()
+    for k in keys:
+        a, b = old.get(k, missing), new.get(k, missing)
+        if a is missing:
+            a = defaults.get(k, missing)
+        if b is missing:
+            b = defaults.get(k, missing)
+        if a != b:
+            return False
+    return True
+
+
 def save_campaign(db: Database, name: str, channel: str, config: dict[str, Any], *,
                   allow_config_change: bool = False) -> int:
     """Create or update campaign ``name`` with its channel and config; return its id.
@@ -34,7 +57,7 @@ def save_campaign(db: Database, name: str, channel: str, config: dict[str, Any],
             raise PushgenError(
                 f"campaign {name!r} already has {n} {old_channel} draft(s); a campaign has one "
                 f"channel: use another name for the {channel} version")
-        if loads(old_config, {}) != config and not allow_config_change:
+        if not same_config(loads(old_config, {}), config) and not allow_config_change:
             raise PushgenError(
                 f"campaign {name!r} was drafted with a different config; rerun with the same "
                 f"config, add --regenerate to redraft its unreviewed drafts with this one, "
@@ -165,13 +188,35 @@ _DRAFT_COLUMNS = ("campaign_id", "user_id", "channel", "variant", "locale", "con
                   "created_at", "updated_at")
 
 
-def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bool = False
-                 ) -> int:
-    """Insert drafts in one transaction; return how many rows were written.
+# Review actions that mean a person looked at a draft: --regenerate never rewrites it.
+TOUCHED_ACTIONS = ("edit", "approve", "reject")
+
+
+def _regenerate_actor() -> str:
+    """Who regenerates (for the audit trail): $USER, else the login name, else 'pushgen'."""
+    import getpass
+    import os
+    import re
+
+    name = os.environ.get("USER") or ""
+    if not name:
+        try:
+            name = getpass.getuser()
+        except Exception:  # no passwd entry in some containers
+            name = ""
+    return name if re.fullmatch(r"[^\W_][\w .@+'-]{0,63}", name or "") else "pushgen"
+
+
+def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bool = False,
+                 actor: str | None = None) -> int:
+    """Write drafts in one transaction; return how many rows were inserted or rewritten.
 
     A draft that already exists for (campaign, user, variant) is kept as it is, so a resumed
-    run never duplicates. With ``regenerate`` an existing draft is replaced only while it is
-    still unreviewed (status ``draft``): approved, rejected or exported work is never lost.
+    run never duplicates. With ``regenerate`` an existing draft is rewritten only while no
+    person has touched it: it is still ``draft`` and has no edit, approve or reject in its
+    review history (``TOUCHED_ACTIONS``); edited, approved, rejected or exported work is
+    never lost. Each rewrite bumps the version and writes a ``regenerate`` review event
+    with the text before and after (``actor``: default the current user).
     """
     now = now_iso()
     values = []
@@ -184,19 +229,54 @@ def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bo
             "draft", 1, now, now))
     cols = ", ".join(_DRAFT_COLUMNS)
     marks = ", ".join("?" for _ in _DRAFT_COLUMNS)
-    if regenerate:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _DRAFT_COLUMNS
-                            if c not in ("campaign_id", "user_id", "variant", "created_at",
-                                         "status", "version"))
-        sql = (f"INSERT INTO drafts ({cols}) VALUES ({marks}) "
-               f"ON CONFLICT(campaign_id, user_id, variant) DO UPDATE SET {updates}, "
-               f"version = drafts.version + 1 WHERE drafts.status = 'draft'")
-    else:
-        sql = f"INSERT OR IGNORE INTO drafts ({cols}) VALUES ({marks})"
+    insert = f"INSERT OR IGNORE INTO drafts ({cols}) VALUES ({marks})"
+    index = {c: i for i, c in enumerate(_DRAFT_COLUMNS)}
     with db.conn:
+        existing: dict[tuple[int, int, int], tuple[int, int, str, str, bool]] = {}
+        if regenerate:
+            touched = ", ".join("?" for _ in TOUCHED_ACTIONS)
+            for v in values:
+                key = (v[index["campaign_id"]], v[index["user_id"]], v[index["variant"]])
+                row = db.conn.execute(
+                    f"""SELECT d.id, d.version, d.content, d.status,
+                           EXISTS (SELECT 1 FROM review_events e WHERE e.draft_id = d.id
+                                   AND e.action IN ({touched}))
+                        FROM drafts d
+                        WHERE d.campaign_id = ? AND d.user_id = ? AND d.variant = ?""",
+                    [*TOUCHED_ACTIONS, *key]).fetchone()
+                if row is not None:
+                    existing[key] = (row[0], row[1], row[2], row[3], bool(row[4]))
         before = db.conn.total_changes
-        db.conn.executemany(sql, values)
-        return db.conn.total_changes - before
+        db.conn.executemany(insert, values)
+        written = db.conn.total_changes - before
+        if not existing:
+            return written
+        rewrite_cols = [c for c in _DRAFT_COLUMNS if c not in (
+            "campaign_id", "user_id", "variant", "created_at", "status", "version")]
+        sets = ", ".join(f"{c} = ?" for c in rewrite_cols)
+        who = actor or _regenerate_actor()
+        for v in values:
+            key = (v[index["campaign_id"]], v[index["user_id"]], v[index["variant"]])
+            if key not in existing:
+                continue
+            draft_id, version, old_content, status, was_touched = existing[key]
+            if status != "draft" or was_touched:
+                continue  # a person's work: kept as it is
+            cur = db.conn.execute(
+                f"UPDATE drafts SET {sets}, version = version + 1 "
+                "WHERE id = ? AND version = ? AND status = 'draft'",
+                [*(v[index[c]] for c in rewrite_cols), draft_id, version])
+            if cur.rowcount != 1:
+                continue
+            db.conn.execute(
+                "INSERT INTO review_events (draft_id, actor, action, at, status_before, "
+                "status_after, before, after, reason) VALUES (?, ?, 'regenerate', ?, "
+                "'draft', 'draft', ?, ?, ?)",
+                [draft_id, who, now, old_content, v[index["content"]],
+                 "regenerated with "
+                 + (v[index["template_name"]] or v[index["model"]] or v[index["generator"]])])
+            written += 1
+        return written
 
 
 def campaign_draft_counts(db: Database, campaign_id: int) -> dict[str, Any]:

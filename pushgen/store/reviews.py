@@ -23,6 +23,7 @@ _DRAFT_SELECT = """
 SELECT d.*, c.name AS campaign, c.config AS campaign_config,
        u.external_id AS user_external_id, u.name AS user_name, u.email AS user_email,
        u.phone AS user_phone, u.locale AS user_locale, u.attributes AS user_attributes,
+       u.push_token AS user_push_token,
        u.consent_email, u.consent_sms, u.consent_push
 FROM drafts d
 JOIN campaigns c ON c.id = d.campaign_id
@@ -60,10 +61,26 @@ def campaign_names(db: Database) -> list[str]:
     return [r["name"] for r in db.query("SELECT name FROM campaigns ORDER BY name")]
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id names no row (and would overflow)
+
+
 def fetch_draft(db: Database, draft_id: int) -> dict[str, Any] | None:
-    """One draft joined with its campaign and user, or None."""
+    """One draft joined with its campaign and user, or None (also for ids no row can
+    have: below 1 or above SQLite's 64-bit range)."""
+    if not 1 <= draft_id <= MAX_ID:
+        return None
     rows = list(db.query(_DRAFT_SELECT + " WHERE d.id = ?", [draft_id]))
     return rows[0] if rows else None
+
+
+def drafts_by_id(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Drafts joined with their campaign and user, in id order."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        marks = ", ".join("?" for _ in chunk)
+        out += list(db.query(_DRAFT_SELECT + f" WHERE d.id IN ({marks}) ORDER BY d.id", chunk))
+    return out
 
 
 def _where(campaign_id: int | None, channel: str | None, status: str | None,
@@ -185,6 +202,69 @@ def exportable_drafts(db: Database, campaign_id: int, channel: str,
         " ORDER BY d.id", [campaign_id, channel, *statuses]))
 
 
+def set_checks(db: Database, draft_id: int, version: int, checks: list[dict[str, Any]],
+               passed: bool) -> bool:
+    """Store a fresh check result on a draft still at ``version`` (the caller's transaction;
+    the version is not bumped: the copy did not change)."""
+    cur = db.execute("UPDATE drafts SET checks = ?, passed = ? WHERE id = ? AND version = ?",
+                     [dumps(checks), int(passed), draft_id, version])
+    return cur.rowcount == 1
+
+
+# --- the export journal (exactly-once exports) --------------------------------------------
+
+
+def insert_export(db: Database, row: dict[str, Any]) -> int:
+    """Record a pending export (the caller's transaction); return its id."""
+    data = {**row, "drafts": dumps(row["drafts"]), "state": "pending"}
+    cols = ", ".join(data)
+    marks = ", ".join("?" for _ in data)
+    cur = db.execute(f"INSERT INTO exports ({cols}) VALUES ({marks})", list(data.values()))
+    return int(cur.lastrowid)
+
+
+def pending_exports(db: Database) -> list[dict[str, Any]]:
+    """Exports recorded but never finished (their run died), oldest first."""
+    rows = list(db.query("SELECT e.*, c.name AS campaign FROM exports e "
+                         "JOIN campaigns c ON c.id = e.campaign_id "
+                         "WHERE e.state = 'pending' ORDER BY e.id"))
+    for r in rows:
+        r["drafts"] = loads(r["drafts"], [])
+    return rows
+
+
+def pending_tmp_paths(db: Database) -> set[str]:
+    return {r[0] for r in db.execute("SELECT tmp_path FROM exports WHERE state = 'pending'")}
+
+
+def finish_export(db: Database, export_id: int, state: str, at: str,
+                  note: str | None = None) -> None:
+    """Close a pending export as ``done`` or ``undone`` (the caller's transaction)."""
+    db.execute("UPDATE exports SET state = ?, finished_at = ?, note = ? "
+               "WHERE id = ? AND state = 'pending'", [state, at, note, export_id])
+
+
+def undo_exported(db: Database, entries: list[dict[str, Any]], event: dict[str, Any]
+                  ) -> list[int]:
+    """Put drafts an unfinished export had marked back to their status before it (only
+    those still exactly as that export left them), one review event each."""
+    undone = []
+    for e in entries:
+        row = db.execute("SELECT content FROM drafts WHERE id = ? AND version = ? "
+                         "AND status = 'exported'", [e["id"], e["version"]]).fetchone()
+        if row is None:
+            continue
+        db.execute("UPDATE drafts SET status = ?, exported_at = ?, updated_at = ?, "
+                   "version = version + 1 WHERE id = ? AND version = ?",
+                   [e["status_before"], e["exported_at_before"], event["at"], e["id"],
+                    e["version"]])
+        db.execute(*_event_insert(e["id"], {
+            **event, "status_before": "exported", "status_after": e["status_before"],
+            "before": row[0], "after": row[0]}))
+        undone.append(e["id"])
+    return undone
+
+
 def channel_counts(db: Database, campaign_id: int) -> dict[str, int]:
     """Number of drafts per channel of one campaign."""
     return {r["channel"]: r["n"] for r in db.query(
@@ -257,10 +337,11 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "write_transaction", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
+    "MAX_ID", "write_transaction", "drafts_by_id", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
     "count_drafts", "draft_ids", "events_for", "last_event", "update_draft",
     "approvable_drafts", "set_status_many", "exportable_drafts", "status_counts",
     "channel_counts", "exported_user_ids", "catalog_facts",
     "failed_check_counts", "distinct_values", "generator_totals",
-    "decode_row",
+    "decode_row", "set_checks", "insert_export", "pending_exports", "pending_tmp_paths",
+    "finish_export", "undo_exported",
 ]

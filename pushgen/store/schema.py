@@ -254,3 +254,30 @@ def _event_quantity(db: Database) -> None:
     # (quantity 3), and a return of 2 units is kind 'return' with quantity 2. `value` keeps
     # its own meaning (a rating, or 1).
     db.execute("ALTER TABLE events ADD COLUMN quantity REAL NOT NULL DEFAULT 1")
+
+
+@migrations(name="0300_safety_export_journal")
+def _export_journal(db: Database) -> None:
+    # One row per export, written (with the drafts marked exported) BEFORE its file gets its
+    # final name. A run that dies between the two is reconciled by the next export: the
+    # file exists -> the export stands; it does not -> its drafts go back to what they were.
+    db.execute(
+        """
+        CREATE TABLE exports (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,
+            format TEXT NOT NULL,        -- csv | jsonl | eml
+            path TEXT NOT NULL,          -- the final file (or .eml folder), absolute
+            tmp_path TEXT NOT NULL,      -- where it is written before it is renamed to path
+            state TEXT NOT NULL,         -- pending | done | undone
+            drafts TEXT NOT NULL,        -- JSON: [{id, version, status_before, exported_at_before}]
+            messages INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            send_at TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            note TEXT                    -- how a pending export was reconciled
+        )"""
+    )
+    db.execute("CREATE INDEX exports_state ON exports(state)")

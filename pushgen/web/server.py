@@ -1,10 +1,13 @@
 """The local review web page (``pushgen review serve``): Flask, server-rendered, no build step.
 
-Reads are open to whoever can reach the port (loopback by default); every write needs the
-token printed at start-up, sent in the POST body or the ``X-Pushgen-Token`` header. Opening
-``/?token=...`` stores it in an HttpOnly, SameSite=Strict cookie so the page keeps working
-while navigating; the page then embeds it in its forms. The cookie alone never authorises a
-write, so another site cannot make the browser post on the reviewer's behalf (CSRF).
+It listens on loopback only, unless ``--allow-remote`` (then every page needs the token,
+reads too). Every write needs the token printed at start-up, sent in the POST body or the
+``X-Pushgen-Token`` header, and a browser write must come from this page itself (its
+``Origin``/``Referer``). Opening ``/?token=...`` moves the token into an HttpOnly,
+SameSite=Strict cookie by a redirect, so it leaves the address bar and the access log
+(which also redacts it); the page then embeds it in its forms. The cookie alone never
+authorises a write, so another site cannot make the browser post on the reviewer's behalf.
+Email previews show no remote image (a tracking pixel would fire) until the reviewer asks.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import (Flask, abort, flash, g, get_flashed_messages, jsonify, redirect,
                    render_template, request, url_for)
@@ -29,11 +33,15 @@ from ..errors import PushgenError
 from ..messages import CHANNEL_FIELDS
 from ..store import open_store
 from ..store import reviews as store
+from ..store.reviews import MAX_ID
 
 COOKIE = "pushgen_token"
 FILTERS = ("campaign", "channel", "status", "failed_check", "locale")
 PUSH_TITLE_CUT = 40   # most lock screens cut a notification title near 40-50 characters
 PAGE_SIZE = 100
+MAX_PAGE = 10**9      # a larger page number would overflow SQLite's OFFSET
+MIN_TOKEN_CHARS = 16
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
 def _is_loopback(host: str) -> bool:
@@ -51,16 +59,17 @@ def cut_title(title: str, limit: int = PUSH_TITLE_CUT) -> str:
 
 
 def create_app(db_path: str | os.PathLike[str], token: str, *,
-               trusted_hosts: list[str] | None = None) -> Flask:
+               trusted_hosts: list[str] | None = None, remote: bool = False) -> Flask:
     """The review app for the database at ``db_path``; writes need ``token``.
 
     ``trusted_hosts`` limits the Host header (``serve`` passes the loopback names when bound
-    to loopback, which stops DNS-rebinding pages from reading the queue)."""
+    to loopback, which stops DNS-rebinding pages from reading the queue). ``remote``: the
+    page is reachable from other machines, so reads need the token too."""
     if not token:
         raise PushgenError("the review page needs a non-empty write token")
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secrets.token_bytes(32), TRUSTED_HOSTS=trusted_hosts,
-                      PUSHGEN_DB=str(db_path), PUSHGEN_TOKEN=token,
+                      PUSHGEN_DB=str(db_path), PUSHGEN_TOKEN=token, PUSHGEN_REMOTE=remote,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
                       TEMPLATES_AUTO_RELOAD=False)
     app.jinja_env.globals.update(cut_title=cut_title, sms_info=sms_info,
@@ -96,23 +105,44 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
                       "by `pushgen review serve`.", "error")
             return resp
         g.can_write = valid(request.cookies.get(COOKIE))
+        if remote and not g.can_write and request.endpoint != "static" and \
+                request.method != "POST":
+            abort(403, description="this review page is shared beyond this machine "
+                                   "(--allow-remote): open the link with the token printed by "
+                                   "`pushgen review serve`")
         if request.method == "POST":
             sent = request.form.get("token") or request.headers.get("X-Pushgen-Token")
             if not valid(sent):
                 abort(403, description="write token missing or wrong: open the URL printed "
                                        "by `pushgen review serve`")
+            foreign = _foreign_origin()
+            if foreign:
+                abort(403, description=f"write refused: it came from {foreign}, not from "
+                                       "this review page")
+            actor = request.headers.get("X-Pushgen-Actor")
+            if actor is not None:
+                try:
+                    g.actor = rv.actor_name(actor)
+                except PushgenError as exc:
+                    abort(400, description=str(exc))
         return None
 
     @app.after_request
     def _headers(resp: Response) -> Response:
         # Email HTML is shown in <iframe sandbox srcdoc>, which inherits this policy: no
-        # scripts anywhere but our own file, inline styles allowed for the email markup.
+        # scripts anywhere but our own file, inline styles allowed for the email markup, and
+        # no remote images (a tracking pixel would tell the sender the email was opened)
+        # unless the reviewer asked for them on this page (?images=1).
+        images = "'self' data:" + (" https: http:" if request.args.get("images") == "1"
+                                   else "")
         resp.headers["Content-Security-Policy"] = (
-            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-            "img-src 'self' data: https: http:; connect-src 'self'; form-action 'self'; "
+            f"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src {images}; connect-src 'self'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; font-src 'self'")
         resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Referrer-Policy"] = "no-referrer"
+        # same-origin: our own forms carry an Origin the write check can read; other sites
+        # never learn this page's address.
+        resp.headers["Referrer-Policy"] = "same-origin"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         if request.endpoint != "static":
             resp.headers["Cache-Control"] = "no-store"
@@ -121,6 +151,16 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
     @app.errorhandler(403)
     def _forbidden(err: Any) -> tuple[str, int]:
         return render_template("error.html", code=403, message=err.description), 403
+
+    @app.errorhandler(400)
+    def _bad_request(err: Any) -> Response:
+        # Plain text: a 400 may come from an untrusted Host header, where no URL can be built.
+        return Response(f"400 Bad Request: {err.description}\n", status=400,
+                        mimetype="text/plain")
+
+    @app.errorhandler(404)
+    def _not_found(err: Any) -> tuple[str, int]:
+        return render_template("error.html", code=404, message="no such page or draft"), 404
 
     def filters_from(source: Any) -> dict[str, str]:
         out = {k: (source.get(k) or "").strip() for k in FILTERS}
@@ -139,7 +179,7 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
     def index() -> str:
         f = filters_from(request.args)
         try:
-            page = max(int(request.args.get("page", "0") or 0), 0)
+            page = min(max(int(request.args.get("page", "0") or 0), 0), MAX_PAGE)
         except ValueError:
             page = 0  # a mangled link shows the first page rather than an error
         conn = db()
@@ -155,7 +195,9 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
             flash(str(exc), "error")
         selected = None
         want = request.args.get("id", type=int)
-        if want is not None:
+        if want is not None and not 1 <= want <= MAX_ID:
+            flash(f"no draft with id {want}", "error")
+        elif want is not None:
             try:
                 selected = rv.get_draft(conn, want)
             except PushgenError as exc:
@@ -182,6 +224,7 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
             "index.html", f=f, args=query_args(f), drafts=drafts, total=total, page=page,
             page_size=PAGE_SIZE, counts=counts, d=selected, prev_id=prev_id, next_id=next_id,
             options=options, passing=passing, can_write=g.can_write,
+            images=request.args.get("images") == "1",
             token=token if g.can_write else "", db_name=Path(app.config["PUSHGEN_DB"]).name,
             messages=get_flashed_messages(with_categories=True))
 
@@ -214,7 +257,7 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
             abort(Response(f"version must be a whole number, not {raw!r}; reload the page "
                            "and try again", status=400, mimetype="text/plain"))
 
-    @app.post("/drafts/<int:draft_id>/<action>")
+    @app.post(f"/drafts/<int(max={MAX_ID}):draft_id>/<action>")
     def act(draft_id: int, action: str) -> Response:
         f = filters_from(request.form)
         conn = db()
@@ -270,7 +313,35 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
 
 
 def _actor() -> str:
-    return request.headers.get("X-Pushgen-Actor") or rv.default_actor()
+    """The reviewer named by the X-Pushgen-Actor header (checked in ``_auth``), else the
+    user running the server."""
+    return g.get("actor") or rv.default_actor()
+
+
+def _foreign_origin() -> str | None:
+    """The other site a browser write came from, or None when it came from this page (or
+    from a client that sends neither Origin nor Referer, such as curl with the token)."""
+    own = request.host_url.rstrip("/")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return None if origin == own else (origin or "an unknown origin")
+    referer = request.headers.get("Referer")
+    if referer:
+        parts = urlsplit(referer)
+        if f"{parts.scheme}://{parts.netloc}" != own:
+            return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+class _QuietTokenHandler:
+    """Mixed into werkzeug's request handler: the access log never shows a token."""
+
+    _TOKEN_RE = re.compile(r"([?&]token=)[^&\s\"']*")
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        args = tuple(self._TOKEN_RE.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                     for a in args)
+        super().log(type, self._TOKEN_RE.sub(r"\1[redacted]", message), *args)  # type: ignore[misc]
 
 
 def _flash_edit(result: rv.EditResult) -> None:
@@ -288,22 +359,47 @@ def _flash_edit(result: rv.EditResult) -> None:
               f"status {d.status}.", "success")
 
 
-def serve(db_path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8765,
-          token: str | None = None) -> None:
-    """Run the review page with werkzeug's threaded server until Ctrl-C."""
-    from werkzeug.serving import make_server
-
-    token = token or secrets.token_urlsafe(24)
+def check_bind(host: str, port: int, *, allow_remote: bool = False) -> bool:
+    """Refuse a port outside 1-65535 and a non-loopback host without ``allow_remote``;
+    return whether the host is loopback."""
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise PushgenError(f"--port {port} is not a port: use 1-65535 (default 8765)")
     loopback = _is_loopback(host)
-    trusted = ["127.0.0.1", "localhost"] if loopback else None
-    app = create_app(db_path, token, trusted_hosts=trusted)
-    server = make_server(host, port, app, threaded=True)
+    if not loopback and not allow_remote:
+        raise PushgenError(
+            f"--host {host} would show every draft (names, emails, phone numbers) to other "
+            "machines; the review page listens on 127.0.0.1 only. If you must share it, add "
+            "--allow-remote (then every page needs the token link, and it travels "
+            "unencrypted: put it behind an HTTPS proxy)")
+    return loopback
+
+
+def serve(db_path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8765,
+          token: str | None = None, *, allow_remote: bool = False) -> None:
+    """Run the review page with werkzeug's threaded server until Ctrl-C."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    loopback = check_bind(host, port, allow_remote=allow_remote)
+    if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:
+        raise PushgenError(f"the write token must have at least {MIN_TOKEN_CHARS} characters "
+                           "(leave PUSHGEN_TOKEN unset for a random one)")
+    token = token.strip() if token else secrets.token_urlsafe(24)
+    trusted = LOOPBACK_NAMES if loopback else None
+    app = create_app(db_path, token, trusted_hosts=trusted, remote=not loopback)
+    handler = type("RequestHandler", (_QuietTokenHandler, WSGIRequestHandler), {})
+    try:
+        server = make_server(host, port, app, threaded=True, request_handler=handler)
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise PushgenError(f"cannot listen on {host}:{port}: {reason} (choose another "
+                           "--port)") from None
     real_port = server.socket.getsockname()[1]
     shown = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
     if not loopback:
-        print("!! WARNING: serving on a non-loopback address "
-              f"({host}): anyone who can reach this port can READ every draft, and the write "
-              "token travels unencrypted. Use --host 127.0.0.1 unless you must.",
+        print(f"!! WARNING: serving on a non-loopback address ({host}, --allow-remote): every "
+              "page needs the token link, and the token travels unencrypted over plain HTTP.",
               file=sys.stderr, flush=True)
     print(f"Reviewing {db_path}", flush=True)
     print(f"Open: http://{shown}:{real_port}/?token={token}", flush=True)
@@ -316,4 +412,4 @@ def serve(db_path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 
         server.server_close()
 
 
-__all__ = ["create_app", "serve", "cut_title"]
+__all__ = ["create_app", "serve", "check_bind", "cut_title"]
