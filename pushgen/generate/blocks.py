@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import html as _html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import nh3
@@ -44,6 +44,7 @@ PLACEHOLDER_CHARS = 12        # room a name gets inside a length limit given to 
 BLOCKS_TEMPLATE = "blocks"
 PITCH_MAX = 160
 OPENING_MAX = 300
+_NO_SHRINK = 1000             # segments: render the model's SMS as written
 CHANNEL_LABELS = {"sms": "SMS", "push": "app push", "email": "email"}
 # Allowed profile fields that are not segment attributes: the name travels as a
 # placeholder, the locale is part of every block key anyway.
@@ -347,10 +348,12 @@ class Assembler:
                  CheckResult("llm.placeholders", True, "placeholders kept"
                              if any(s.request.placeholders for s, _, _ in pieces)
                              else "no placeholders"))
+        if channel == "sms":
+            # The model's SMS is never cut to fit (a cut can halve a price or a sentence):
+            # one that is too long fails sms.segments and is repaired with its length.
+            ctx = replace(ctx, settings=replace(settings, sms_max_segments=_NO_SHRINK))
         rendered = get_renderer(self.template_dirs).render(
             ctx, template=BLOCKS_TEMPLATE, extra={"llm": llm})
-        if channel not in ("sms", "push", "email"):
-            raise ValueError(channel)
         return Assembled(rendered, check)
 
 
