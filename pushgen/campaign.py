@@ -254,8 +254,10 @@ class _LLMRun:
         self.drafter = LLMDrafter(client, self.mode, template_dirs=template_dirs)
         self.price = config.llm.price(client.model)
         self.run_id: int | None = None
-        self._base = (client.calls, client.requests, client.cache_hits, client.live_seconds,
-                      *client.tokens)
+        # Live counters are per generator life (a bench reuses one); batch results imported
+        # by this generator all belong to this run.
+        self._base = (client.live_calls, client.requests, client.cache_hits,
+                      client.live_seconds, *client.live_tokens)
 
     def start(self, campaign_id: int) -> None:
         from .store import llm_usage
@@ -276,14 +278,15 @@ class _LLMRun:
         st, gen = self.drafter.stats, self.gen
         calls0, requests0, hits0, seconds0, tp0, tc0 = self._base
         report.llm_mode, report.llm_model = self.mode, gen.model
-        report.llm_calls = gen.calls - calls0
+        imported, itp, itc = gen.imported_counts
+        report.llm_calls = gen.live_calls - calls0 + imported
         report.llm_requests = gen.requests - requests0
         report.llm_cache_hits = gen.cache_hits - hits0
         report.llm_seconds = gen.live_seconds - seconds0
         report.llm_drafts, report.repaired = st.llm_drafts, st.repaired
         report.fallbacks, report.llm_waiting = st.fallbacks, st.waiting
-        tp, tc = gen.tokens
-        report.tokens_prompt, report.tokens_completion = tp - tp0, tc - tc0
+        tp, tc = gen.live_tokens
+        report.tokens_prompt, report.tokens_completion = tp - tp0 + itp, tc - tc0 + itc
         first_round = report.llm_requests - st.repair_requests
         report.llm_saved_by_blocks = max(st.passed_through - st.waiting - first_round, 0)
         report.llm_formats = dict(gen.formats)

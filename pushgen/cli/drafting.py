@@ -150,6 +150,9 @@ def draft(
         "--llm-mode", help="blocks: the model writes reusable copy blocks per item, locale "
                            "and segment, never sees a name (calls grow with the catalog, not "
                            "the customers); per-user: one prompt per customer.")] = "blocks",
+    prompt_dir: Annotated[Optional[Path], typer.Option(
+        "--prompt-dir", help="Folder of your own LLM prompts; overrides the bundled ones by "
+                             "file name (see prompts/README.md).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="LLM requests in flight.")] = 8,
     timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds per LLM request, whole answer included (not per read).")] = 30.0,
@@ -209,6 +212,9 @@ def draft(
     if collect and saved is None:
         raise PushgenError(f"campaign {campaign!r} has no batch to collect: start one with "
                            "--generator llm --batch")
+    if saved is not None and saved["kind"] == "file":
+        raise PushgenError(f"campaign {campaign!r} was written to a batch file: run it, then "
+                           "read the answers back with --import-batch-results FILE")
     if saved is not None:
         model = model or saved["model"]
         base_url = base_url or saved["base_url"]
@@ -233,7 +239,8 @@ def draft(
             raise PushgenError("--generator llm needs --model (or PUSHGEN_MODEL)")
         llm = LLMOptions(model=model or "unset", base_url=base_url, api_key=api_key,
                          timeout=timeout, concurrency=concurrency, mode=llm_mode,
-                         max_failures=max_failures)
+                         max_failures=max_failures,
+                         prompt_dirs=[prompt_dir] if prompt_dir else None)
     template_dirs = [template_dir] if template_dir else None
     if dry:
         assert llm is not None

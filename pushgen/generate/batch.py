@@ -175,12 +175,16 @@ def submit(db: Database, api: BatchAPI, gen: LLMGenerator, campaign_id: int, cam
 
 
 def send(db: Database, api: BatchAPI, row: store.BatchRow, campaign: str) -> store.BatchRow:
-    """Finish a submission from wherever it stopped: upload, then create (or find) the batch."""
-    if not row.input_file_id:
+    """Finish a submission from wherever it stopped: upload, then create (or find) the batch.
+
+    A row that was already uploaded by an earlier process may have its batch created but
+    not recorded (the process died in between): look for it before creating another."""
+    resumed = bool(row.input_file_id)
+    if not resumed:
         file_id = api.upload(_jsonl(db, row.id))
         store.update(db, row.id, input_file_id=file_id, status="uploaded")
         row = store.get(db, row.id)
-    batch = api.find(row.submission) if row.status == "uploaded" else None
+    batch = api.find(row.submission) if resumed else None
     if batch is None:
         batch = api.create(str(row.input_file_id), row.submission, campaign)
     store.update(db, row.id, batch_id=str(batch.id), status=str(batch.status))

@@ -337,10 +337,10 @@ class Assembler:
                 elif k == "opening":
                     shown = ctx.items if slot.role == "user" else ctx.items[:1]
                     # sanitised before the name goes in, so the name is escaped as text
-                    html, _ = self._safe(f"{key}:opening", fields[k], settings, shown)
+                    html, text = self._safe(f"{key}:opening", fields[k], settings, shown)
                     llm["opening_html"] = Markup(str(html).replace(
                         PLACEHOLDER, str(Markup.escape(name))))
-                    llm["opening"] = fill(html_to_text(str(html)), name)
+                    llm["opening"] = fill(text, name)
                 else:
                     llm[k] = v
         check = (CheckResult("llm.placeholders", False, "; ".join(problems)[:500])

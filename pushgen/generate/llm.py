@@ -289,7 +289,7 @@ class LLMGenerator:
         self.cache_hits = 0         # ... of which the cache answered
         self.formats: Counter[str] = Counter()
         self.live_seconds = 0.0     # wall time spent waiting on live requests
-        self._imported = (0, 0, 0)  # batch results: requests, prompt and completion tokens
+        self.imported_counts = (0, 0, 0)   # batch results: requests, prompt/completion tokens
         # offline (batch) state
         self.missing = MissingRequests()
         self.failed_elsewhere: dict[str, tuple[str, str]] = {}   # key -> (kind, error)
@@ -312,22 +312,30 @@ class LLMGenerator:
         return llm_cache.cache_key(self.endpoint, self.prompt_hash(request))
 
     @property
+    def live_calls(self) -> int:
+        """HTTP requests sent by this generator (retries included)."""
+        return self.client.calls if self.client else 0
+
+    @property
+    def live_tokens(self) -> tuple[int, int]:
+        """Tokens of those requests (prompt, completion)."""
+        return ((self.client.tokens_prompt, self.client.tokens_completion)
+                if self.client else (0, 0))
+
+    @property
     def calls(self) -> int:
-        """Requests this generator had the model run: HTTP requests (retries included) and
-        batch results imported."""
-        return (self.client.calls if self.client else 0) + self._imported[0]
+        """Requests this generator had the model run: live ones and imported batch results."""
+        return self.live_calls + self.imported_counts[0]
 
     @property
     def tokens(self) -> tuple[int, int]:
-        """Tokens of those requests (prompt, completion)."""
-        live = ((self.client.tokens_prompt, self.client.tokens_completion)
-                if self.client else (0, 0))
-        return live[0] + self._imported[1], live[1] + self._imported[2]
+        live = self.live_tokens
+        return live[0] + self.imported_counts[1], live[1] + self.imported_counts[2]
 
     def imported(self, requests: int, tokens_prompt: int, tokens_completion: int) -> None:
         """Count batch results brought into the cache by this process as this run's cost."""
-        self._imported = (self._imported[0] + requests, self._imported[1] + tokens_prompt,
-                          self._imported[2] + tokens_completion)
+        r, tp, tc = self.imported_counts
+        self.imported_counts = (r + requests, tp + tokens_prompt, tc + tokens_completion)
 
     @property
     def response_format(self) -> str:
