@@ -288,7 +288,8 @@ class _LLMRun:
         tp, tc = gen.live_tokens
         report.tokens_prompt, report.tokens_completion = tp - tp0 + itp, tc - tc0 + itc
         first_round = report.llm_requests - st.repair_requests
-        report.llm_saved_by_blocks = max(st.passed_through - st.waiting - first_round, 0)
+        report.llm_saved_by_blocks = (max(st.passed_through - st.waiting - first_round, 0)
+                                      if self.mode == "blocks" else 0)
         report.llm_formats = dict(gen.formats)
         report.llm_price = self.price
         report.llm_cost = (self.price.cost(report.tokens_prompt, report.tokens_completion)
