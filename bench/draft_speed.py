@@ -232,7 +232,8 @@ def _blocks(db_path: Path, latency: float, concurrency: int, channels: list[str]
 
 def _batch(db_path: Path, n: int) -> dict:
     """A batch round trip through the fake Files + Batches API for n customers (push)."""
-    from pushgen.campaign import LLMOptions, draft_campaign_batch
+    from pushgen.campaign import LLMOptions
+    from pushgen.campaign_batch import draft_campaign_batch
     from pushgen.config import load_campaign_config
     from pushgen.store import open_store
 

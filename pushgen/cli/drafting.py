@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..campaign import (BatchRun, DraftReport, LLMOptions, batch_settings, draft_campaign,
-                        draft_campaign_batch, dry_run)
+from ..campaign import DraftReport, LLMOptions, draft_campaign, dry_run
+from ..campaign_batch import BatchRun, batch_settings, draft_campaign_batch
 from ..config import LLMPrice, config_from_json, load_campaign_config
 from ..errors import PushgenError
 from ..store import drafts as draft_store
