@@ -262,3 +262,25 @@ def test_per_user_mode_keeps_one_prompt_per_customer(shop: Path) -> None:
     assert all(n.get("first_name") for n in names)
     assert all(d["content"]["html"].startswith("<!DOCTYPE html>") for d in made)
     assert {d["meta"]["mode"] for d in made} == {"per-user"}
+
+
+def test_repair_feedback_in_blocks_mode_carries_no_personal_data(tmp_path: Path) -> None:
+    from pushgen.generate.llm import LLMGenerator
+    from pushgen.generate.llm_drafts import LLMDrafter
+    from pushgen.messages import CheckResult
+
+    gen = LLMGenerator(open_store(tmp_path / "x.db"), model="m", offline=True)
+    drafter = LLMDrafter(gen, "blocks")
+    settings = CampaignSettings(name="c", channel="push")
+    for name, first in (("Grace Smith", "Grace"), ("何丽", "何丽")):
+        ctx = MessageContext(Recipient(7, "u7", name), [ItemFacts("S-1", "Wool Scarf", 20.0)],
+                             settings)
+        slot = Slot("lead", "S-1", LLMRequest("push.lead|S-1", "t", [], ("title",), {}))
+        answer = type("A", (), {"fields": {"title": f"Hi {first}!"}})()
+        failed = [CheckResult("guard.x", False, f"copy 'Hi {first}!' mentions "
+                                                "grace@example.com and +1 415 555 0199")]
+        lines = drafter._feedback(ctx, [(slot, answer)], failed,
+                                  {7: ["grace@example.com", "+1 415 555 0199"]})[0]
+        text = " ".join(lines)
+        assert first not in text and "grace@example.com" not in text and "555" not in text
+        assert "{first_name}" in text

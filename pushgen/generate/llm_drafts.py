@@ -173,8 +173,9 @@ class LLMDrafter:
                 for line in lines:
                     for value in secrets:
                         line = line.replace(value, "…")
-                    for word in person:
-                        line = re.sub(rf"\b{re.escape(word)}\b", PLACEHOLDER, line)
+                    for word in person:   # Chinese names have no word boundaries
+                        line = (re.sub(rf"\b{re.escape(word)}\b", PLACEHOLDER, line)
+                                if word.isascii() else line.replace(word, PLACEHOLDER))
                     scrubbed.append(line)
                 out[n] = scrubbed
         return out
