@@ -406,18 +406,21 @@ def parse_completion(data: Any) -> tuple[str, int, int]:
 
 
 def _body_json(response: httpx2.Response) -> Any:
+    """The JSON body of a 200, whatever its content type says (some servers mislabel it);
+    BadResponse naming the content type when it is not JSON."""
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
     body = response.content
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        pass
     if kind and "json" not in kind:
         hint = " (is --base-url the API root, e.g. http://host:8000/v1?)" \
             if kind == "text/html" else ""
         raise BadResponse(f"the endpoint answered HTTP {response.status_code} with {kind}, "
                           f"not JSON{hint}: '{_snippet(body)}'")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadResponse(f"the endpoint answered HTTP {response.status_code} with a body "
-                          f"that is not JSON: '{_snippet(body)}'") from None
+    raise BadResponse(f"the endpoint answered HTTP {response.status_code} with a body that is "
+                      f"not JSON: '{_snippet(body)}'")
 
 
 # --- the client ---------------------------------------------------------------------------------
