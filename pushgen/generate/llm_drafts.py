@@ -53,7 +53,6 @@ class DrafterStats:
     tokens_prompt: int = 0
     tokens_completion: int = 0
     passed_through: int = 0    # drafts that went through the LLM path (for saved-by-blocks)
-    errors: list[str] = field(default_factory=list)
 
 
 def model_fixable(check: CheckResult, model_texts: Sequence[str]) -> bool:
