@@ -21,11 +21,17 @@ from sqlite_utils import Database
 
 from .errors import PushgenError
 from .ingest import ImportReport, import_rows
-from .store import catalog
+from .store import catalog, get_meta, set_meta
 
-# Demo history ends here; events cover the 90 days before it.
-DEMO_END = _dt.datetime(2026, 3, 1, tzinfo=_dt.timezone.utc)
+# Demo history covers the DEMO_DAYS days before its end (by default: today, 00:00 UTC).
 DEMO_DAYS = 90
+DEMO_END_KEY = "demo_end"
+
+
+def demo_end(now: _dt.datetime | None = None) -> _dt.datetime:
+    """Midnight (UTC) that starts ``now``'s day: where a demo built now ends its history."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return now.astimezone(_dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 AGE_WEIGHTS = (0.18, 0.27, 0.23, 0.17, 0.15)
@@ -281,8 +287,9 @@ def _make_items(rng: np.random.Generator, n_items: int) -> tuple[list[dict[str, 
 
 
 def generate_demo_data(*, seed: int = 7, n_users: int = 2000, n_items: int = 400,
-                       n_events: int = 40000) -> DemoData:
-    """The demo shop's rows, without touching a database (same seed -> same rows)."""
+                       n_events: int = 40000, end: _dt.datetime | None = None) -> DemoData:
+    """The demo shop's rows, without touching a database (same seed and ``end`` -> same
+    rows). Events fall in the DEMO_DAYS before ``end`` (default: ``demo_end()``)."""
     if n_users < 1 or n_items < len(CATEGORIES):
         raise PushgenError(f"the demo needs at least 1 user and {len(CATEGORIES)} items")
     rng = np.random.default_rng(seed)
@@ -312,7 +319,7 @@ def generate_demo_data(*, seed: int = 7, n_users: int = 2000, n_items: int = 400
     activity[rng.random(n_users) < 0.05] = 0
     n_views = rng.multinomial(max(int(n_events / 1.3), 0), activity / activity.sum())
 
-    end = int(DEMO_END.timestamp())
+    end = int((end or demo_end()).timestamp())
     span = DEMO_DAYS * 86400
     events: list[dict[str, Any]] = []
     seen: set[tuple[int, int, str, int]] = set()
@@ -357,7 +364,10 @@ def build_demo_shop(db: Database, *, seed: int = 7, n_users: int = 2000, n_items
     ``progress(rows_done, rows_total)`` is called as rows are written.
     """
     started = time.perf_counter()
-    data = generate_demo_data(seed=seed, n_users=n_users, n_items=n_items, n_events=n_events)
+    stored_end = get_meta(db, DEMO_END_KEY)
+    end = _dt.datetime.fromisoformat(stored_end) if stored_end else demo_end()
+    data = generate_demo_data(seed=seed, n_users=n_users, n_items=n_items, n_events=n_events,
+                              end=end)
     total = len(data.users) + len(data.items) + len(data.events)
     had_data = any(catalog.catalog_counts(db)[t] for t in ("users", "items", "events"))
     reports: dict[str, ImportReport] = {}
@@ -370,6 +380,7 @@ def build_demo_shop(db: Database, *, seed: int = 7, n_users: int = 2000, n_items
         if had_data and any(r.inserted or r.updated for r in reports.values()):
             raise PushgenError("the database already holds other data; build the demo in a new "
                                "file (e.g. --db demo.db)")
+        set_meta(db, DEMO_END_KEY, end.isoformat())
     by_kind: dict[str, int] = {}
     for event in data.events:
         by_kind[event["kind"]] = by_kind.get(event["kind"], 0) + 1
@@ -382,4 +393,4 @@ def build_demo_shop(db: Database, *, seed: int = 7, n_users: int = 2000, n_items
 
 
 __all__ = ["build_demo_shop", "generate_demo_data", "DemoSummary", "DemoData", "CATEGORIES",
-           "AGE_BANDS", "GENDERS", "REGIONS", "TIERS", "DEMO_END", "DEMO_DAYS"]
+           "AGE_BANDS", "GENDERS", "REGIONS", "TIERS", "DEMO_DAYS", "demo_end"]

@@ -106,6 +106,24 @@ def test_bad_map_option(runner, tmp_path, db_path):
     result = runner.invoke(app, ["import", "items", str(path), "--map", "title", "--db", str(db_path)])
     assert result.exit_code == 1
     assert "--map expects TARGET=SOURCE" in result.output
+    for option, value, words in (("--set", "kind", "--set expects COLUMN=VALUE"),
+                                 ("--delimiter", ":", "--delimiter ':': use one of"),
+                                 ("--date-format", "dd/mm", "has no strptime code"),
+                                 ("--encoding", "nope", "unknown encoding 'nope'")):
+        result = runner.invoke(app, ["import", "items", str(path), option, value, "--db", str(db_path)])
+        assert result.exit_code == 1 and words in result.output, result.output
+
+
+def test_reading_options_reach_the_import(runner, tmp_path, db_path):
+    """A semicolon, decimal-comma, cp1252 file with NA markers, through the command line."""
+    path = tmp_path / "artikel.csv"
+    path.write_bytes("nr;name;preis;lager\nA1;Crème;12,50;NA\nA2;Brûlée;1.234,00;3\n".encode("cp1252"))
+    result = runner.invoke(app, ["import", "items", str(path), "--map", "sku=nr", "--map", "title=name",
+                                 "--map", "price=preis", "--map", "stock=lager", "--decimal-comma",
+                                 "--null", "NA", "--encoding", "cp1252", "--db", str(db_path)])
+    assert result.exit_code == 0, result.output
+    items = {i["sku"]: (i["title"], i["price"], i["stock"]) for i in catalog.iter_items(open_store(db_path))}
+    assert items == {"A1": ("Crème", 12.5, None), "A2": ("Brûlée", 1234.0, 3)}
 
 
 def test_stats_without_database_is_an_error_and_creates_nothing(runner, tmp_path):
@@ -134,7 +152,8 @@ def test_run_demo_is_callable(tmp_path):
 
 
 @pytest.mark.parametrize("args", [[], ["import"], ["import", "users"], ["import", "items"],
-                                  ["import", "events"], ["demo"], ["stats"]])
+                                  ["import", "events"], ["import", "unsubscribes"], ["demo"],
+                                  ["stats"]])
 def test_help(runner, args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
@@ -146,3 +165,23 @@ def test_help(runner, args):
 def test_version(runner):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"pushgen {__version__}"
+
+
+def test_db_before_the_command(tmp_path, runner, monkeypatch):
+    """`pushgen --db FILE CMD` works like `pushgen CMD --db FILE`; a later --db wins."""
+    from pushgen.store import open_store
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    open_store(a)["users"].insert({"external_id": "only-in-a", "created_at": "x",
+                                   "updated_at": "x"})
+    open_store(b)
+    monkeypatch.setenv("PUSHGEN_DB", str(b))
+    def shown(result) -> str:     # rich wraps the long path of the table title
+        assert result.exit_code == 0, result.output
+        return result.output.replace("\n", "").replace(" ", "")
+
+    assert str(a) in shown(runner.invoke(app, ["--db", str(a), "stats"]))
+    later = shown(runner.invoke(app, ["--db", str(a), "stats", "--db", str(b)]))
+    assert str(b) in later and str(a) not in later
+    import os
+    assert os.environ["PUSHGEN_DB"] == str(b)     # restored after the command

@@ -17,7 +17,7 @@ def test_example_config_loads_every_section() -> None:
     assert "act now" in s.banned_phrases and s.emoji_policy == "none"
     assert s.unsubscribe_url.endswith("{token}") and s.sms_max_segments == 1
     assert cfg.audience.profile == {"tier": ["gold", "silver"]}
-    assert cfg.audience.frequency_cap == 2 and cfg.audience.active_within_days == 365
+    assert cfg.audience.frequency_cap == 2 and cfg.audience.active_within_days == 30
     assert cfg.rank["exclude_categories"] == ["books"]
 
 

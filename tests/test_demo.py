@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pushgen.demo import CATEGORIES, DEMO_DAYS, DEMO_END, build_demo_shop, generate_demo_data
+from pushgen.demo import CATEGORIES, DEMO_DAYS, build_demo_shop, demo_end, generate_demo_data
 from pushgen.errors import PushgenError
 from pushgen.ingest import import_rows
 from pushgen.store import catalog, open_store
@@ -51,10 +51,13 @@ def test_same_seed_same_data_other_seed_differs(tmp_path: Path):
         assert content(a)[table] != other[table]
 
 
-def test_rerun_is_unchanged_and_other_data_is_refused(tmp_path: Path):
+def test_rerun_is_unchanged_and_other_data_is_refused(tmp_path: Path, monkeypatch):
     db = open_store(tmp_path / "d.db")
     first = build_demo_shop(db, seed=3, **SMALL)
     before = content(db)
+    # Built again on a later day: the database remembers where its history ends.
+    later = demo_end() + timedelta(days=12)
+    monkeypatch.setattr("pushgen.demo.demo_end", lambda now=None: later)
     again = build_demo_shop(db, seed=3, **SMALL)
     assert first.inserted == first.users + first.items + first.events
     assert again.changed == 0 and again.reports["events"].unchanged == first.events
@@ -108,8 +111,9 @@ def test_demo_shape(shop):
     assert 0 < len(items) - counts["items_active"] < 30
 
     first, last = catalog.event_time_range(db)
-    assert (DEMO_END - timedelta(days=DEMO_DAYS, hours=2)).isoformat() <= first
-    assert last < DEMO_END.isoformat()
+    end = demo_end()                      # the history ends today (00:00 UTC), not on a fixed day
+    assert (end - timedelta(days=DEMO_DAYS, hours=2)).isoformat() <= first
+    assert last < end.isoformat() and last > (end - timedelta(days=1)).isoformat()
 
 
 def test_purchases_follow_profile_tastes():

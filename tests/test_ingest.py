@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pushgen import ingest
+from pushgen.ingest import importer
 from pushgen.errors import InputError
 from pushgen.ingest import import_file, import_rows, parse_timestamp
 from pushgen.store import catalog, open_store
@@ -143,16 +143,21 @@ def test_partial_file_keeps_other_columns_and_merges_attributes(loaded, tmp_path
     assert u1["attributes"] == {"age_band": "25-34", "gender": "female", "region": "east"}
 
 
-def test_event_value_change_is_an_update_and_file_duplicates_are_silent(loaded, tmp_path):
+def test_event_value_change_is_an_update_and_file_repeats_are_merged(loaded, tmp_path):
     path = write(tmp_path / "e2.csv", "user,item,kind,ts,value\n"
                  "u1,A1,purchase,2026-03-01T02:00:00Z,3\n"
                  "u2,A1,view,2026-03-05,1\n"
                  "u2,A1,view,2026-03-05T00:00:00,1\n")
     report = import_file(loaded, "events", path)
-    assert (report.inserted, report.updated, report.unchanged, report.rejected) == (1, 1, 1, 0)
-    values = {(e["kind"], e["ts"]): e["value"] for e in catalog.iter_events(loaded)}
-    assert values[("purchase", "2026-03-01T02:00:00+00:00")] == 3.0
+    # The two u2 views are one event seen twice: merged into quantity 2, never "unchanged".
+    assert (report.inserted, report.updated, report.unchanged, report.rejected) == (1, 1, 0, 0)
+    assert (report.merged, report.quantity) == (1, 3.0)
+    events = {(e["kind"], e["ts"]): (e["value"], e["quantity"]) for e in catalog.iter_events(loaded)}
+    assert events[("purchase", "2026-03-01T02:00:00+00:00")] == (3.0, 1.0)
+    assert events[("view", "2026-03-05T00:00:00+00:00")] == (1.0, 2.0)
     assert catalog.catalog_counts(loaded)["events"] == 4
+    again = import_file(loaded, "events", path)
+    assert (again.inserted, again.updated, again.unchanged, again.merged) == (0, 0, 2, 1)
 
 
 def test_column_mapping(db, tmp_path):
@@ -204,7 +209,7 @@ def test_bad_input_names_place_and_writes_nothing(loaded, tmp_path, monkeypatch,
                                                   where, words):
     # Batches of one: good rows before the bad one are already written when it is met,
     # so "nothing changed" proves the rollback, not just a late flush.
-    monkeypatch.setattr(ingest, "BATCH_SIZE", 1)
+    monkeypatch.setattr(importer, "BATCH_SIZE", 1)
     before = snapshot(loaded)
     path = write(tmp_path / name, content)
     with pytest.raises(InputError) as err:
@@ -230,10 +235,14 @@ def test_sale_price_equal_to_price_is_allowed(db, tmp_path):
 def test_not_utf8_and_wrong_format(db, tmp_path):
     path = tmp_path / "gbk.csv"
     path.write_bytes("sku,title\nA1,".encode() + "绿茶".encode("gbk") + b"\n")
-    with pytest.raises(InputError, match=r"gbk\.csv:2: not UTF-8"):
+    with pytest.raises(InputError, match=r"gbk\.csv:2: not valid UTF-8"):
         import_file(db, "items", path)
-    with pytest.raises(InputError, match="unknown file type '.xlsx'"):
+    with pytest.raises(InputError, match="unknown file type '.docx'"):
+        import_file(db, "items", write(tmp_path / "x.docx", "x"))
+    with pytest.raises(InputError, match="not a readable .xlsx file"):
         import_file(db, "items", write(tmp_path / "x.xlsx", "x"))
+    with pytest.raises(InputError, match="save the sheet as .xlsx or CSV"):
+        import_file(db, "items", write(tmp_path / "x.xls", "x"))
     with pytest.raises(InputError, match="not a JSON array"):
         import_file(db, "items", write(tmp_path / "a.json", '[{"sku": "A1"}]'))
     with pytest.raises(InputError, match="no such file"):
@@ -324,9 +333,25 @@ def test_large_events_file_streams_in_bounded_memory(db, tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert report.rows == n and report.inserted + report.unchanged == n and report.rejected == 0
+    assert report.rows == n and report.inserted + report.merged == n and report.rejected == 0
     assert catalog.catalog_counts(db)["events"] == report.inserted
     # Streaming keeps one batch of 5,000 parsed rows (~1.5 MB) plus the id maps; holding
     # all 120k parsed rows would take ~20 MB, and the file itself is ~4.3 MB.
     print(f"events file {size / 1e6:.1f} MB, peak traced memory {peak / 1e6:.1f} MB")
     assert peak < 3_000_000 and peak < size, (peak, size)
+
+
+def test_repeated_events_sum_quantities_and_keep_the_last_value(loaded, tmp_path, monkeypatch):
+    """Repeats far apart in one file (different batches) are still one event."""
+    lines = ["user,item,kind,ts,value,quantity"]
+    lines.append("u1,A2,rating,2026-04-01T10:00:00Z,2,")
+    lines += [f"u2,A1,view,2026-04-0{1 + i % 2},,1" for i in range(10)]
+    lines.append("u1,A2,rating,2026-04-01T10:00:00Z,5,2")
+    path = write(tmp_path / "r.csv", "\n".join(lines) + "\n")
+    monkeypatch.setattr(importer, "BATCH_SIZE", 3)
+    report = import_file(loaded, "events", path)
+    assert (report.rows, report.inserted, report.merged, report.quantity) == (12, 3, 9, 13.0)
+    rows = {(e["kind"], e["ts"][:10]): (e["value"], e["quantity"]) for e in catalog.iter_events(loaded)
+            if e["kind"] in ("rating", "view") and e["ts"].startswith("2026-04")}
+    assert rows == {("rating", "2026-04-01"): (5.0, 3.0), ("view", "2026-04-01"): (1.0, 5.0),
+                    ("view", "2026-04-02"): (1.0, 5.0)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, drafting, ranking, reviewing, unsubscribe  # noqa: F401  (register commands)
+from . import data, drafting, ranking, reviewing, unsubscribe, users  # noqa: F401  (register)
 from .app import app
 
 

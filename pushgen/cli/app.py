@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import click
 import typer
@@ -53,8 +54,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    db: Annotated[Optional[Path], typer.Option(
+        "--db", help="SQLite database file for the command that follows (a --db after the "
+                     "command wins; default $PUSHGEN_DB, else ./pushgen.db).")] = None,
 ) -> None:
     """pushgen: pick products for each customer and write SMS, email and push copy.
 
@@ -62,3 +67,17 @@ def _root(
     [bold]pushgen draft --campaign spring --channel sms[/], [bold]pushgen review serve[/],
     [bold]pushgen export email --campaign spring --out out/[/]. Try [bold]pushgen demo[/].
     """
+    if db is not None:
+        # Every command's own --db reads $PUSHGEN_DB as its default, and click resolves the
+        # command's options after this callback: so `pushgen --db shop.db stats` works for
+        # every command, and `pushgen stats --db other.db` still wins.
+        previous = os.environ.get("PUSHGEN_DB")
+        os.environ["PUSHGEN_DB"] = str(db)
+
+        def restore() -> None:
+            if previous is None:
+                os.environ.pop("PUSHGEN_DB", None)
+            else:
+                os.environ["PUSHGEN_DB"] = previous
+
+        ctx.call_on_close(restore)

@@ -1,4 +1,5 @@
-"""Data commands: ``pushgen import users|items|events``, ``pushgen demo``, ``pushgen stats``."""
+"""Data commands: ``pushgen import users|items|events|unsubscribes``, ``pushgen demo``,
+``pushgen stats``."""
 
 from __future__ import annotations
 
@@ -9,16 +10,31 @@ import typer
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
+from rich.markup import escape
 from rich.table import Table
 
 from ..demo import DemoSummary, build_demo_shop
 from ..errors import PushgenError
-from ..ingest import ImportReport, default_reject_path, import_file
+from ..ingest import (PRESETS, ImportOptions, ImportReport, default_reject_path, import_file,
+                      presets_help)
 from ..store import open_store, table_counts
 from ..store import catalog
 from .app import DEFAULT_DB, DbOption, app, sub_app
 
-import_app = sub_app("Import users, items or events from CSV or JSON Lines files.")
+IMPORT_HELP = f"""Import customers, products, events or opt-out lists from shop exports.
+
+Files: CSV (delimiter , ; tab or | found by itself), JSON Lines, Parquet and .xlsx (the
+last two need [bold]pip install 'pushgen\\[formats]'[/]). UTF-8 unless --encoding says
+otherwise. An import is one transaction: a bad row stops it with file, line and column and
+nothing is written, unless --skip-invalid puts bad rows in a reject file.
+
+Presets for order exports ([bold]pushgen import events FILE --preset NAME[/]) create the
+customers and products they meet and read refunds and cancellations as returns:
+
+{presets_help()}
+"""
+
+import_app = sub_app(IMPORT_HELP)
 app.add_typer(import_app, name="import")
 
 MapOption = Annotated[
@@ -26,6 +42,47 @@ MapOption = Annotated[
     typer.Option("--map", metavar="TARGET=SOURCE",
                  help="Read column TARGET from the file's column SOURCE (repeatable), "
                       "e.g. --map title=product_name."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="COLUMN=VALUE",
+                 help="Give every row the same value for a column the file lacks "
+                      "(repeatable), e.g. --set kind=purchase."),
+]
+DateFormatOption = Annotated[
+    list[str] | None,
+    typer.Option("--date-format", metavar="FORMAT",
+                 help="strptime format of the dates, e.g. '%d-%m-%Y' or '%m/%d/%Y %H:%M' "
+                      "(repeatable: tried in order; 'iso' means ISO 8601). Without it dates "
+                      "must be ISO 8601; an ambiguous 03-04-2015 is refused."),
+]
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option("--delimiter", metavar="CHAR",
+                 help="CSV delimiter: , ; | or tab (default: found from the first lines)."),
+]
+DecimalCommaOption = Annotated[
+    bool,
+    typer.Option("--decimal-comma", help="Numbers use a decimal comma: 12,5 and 1.234,50."),
+]
+NullOption = Annotated[
+    list[str] | None,
+    typer.Option("--null", metavar="TEXT",
+                 help="A value that means 'missing', e.g. --null NA --null NULL (repeatable)."),
+]
+EncodingOption = Annotated[
+    str,
+    typer.Option("--encoding", help="Text encoding of a CSV or JSON Lines file, e.g. "
+                                    "gb18030, big5, cp1252 for older exports."),
+]
+TrimOption = Annotated[
+    bool,
+    typer.Option("--trim/--no-trim", help="Strip spaces around ids and text, so 'cream "
+                                          "cheese ' and 'cream cheese' are one product."),
+]
+SheetOption = Annotated[
+    str | None,
+    typer.Option("--sheet", help="Sheet of an .xlsx file (default: the first)."),
 ]
 SkipOption = Annotated[
     bool,
@@ -37,40 +94,91 @@ RejectsOption = Annotated[
     typer.Option("--rejects", help="Reject file for --skip-invalid "
                                    "(default: FILE.rejects.csv / .jsonl next to FILE)."),
 ]
-FileArgument = Annotated[Path, typer.Argument(help="A .csv, .jsonl or .ndjson file (UTF-8).")]
+FileArgument = Annotated[Path, typer.Argument(
+    help="A .csv, .tsv, .jsonl, .parquet or .xlsx file.")]
+
+
+def parse_pairs(pairs: list[str] | None, option: str, example: str) -> dict[str, str]:
+    """``["title=product_name"]`` -> ``{"title": "product_name"}``."""
+    parsed: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or (option == "--map" and not value.strip()):
+            raise PushgenError(f"{option} expects {example}, got {pair!r}")
+        if name.strip() in parsed:
+            raise PushgenError(f"{option}: column {name.strip()!r} is given twice")
+        parsed[name.strip()] = value.strip() if option == "--map" else value
+    return parsed
 
 
 def parse_mapping(pairs: list[str] | None) -> dict[str, str]:
     """``["title=product_name"]`` -> ``{"title": "product_name"}``."""
-    mapping: dict[str, str] = {}
-    for pair in pairs or []:
-        target, sep, source = pair.partition("=")
-        if not sep or not target.strip() or not source.strip():
-            raise PushgenError(f"--map expects TARGET=SOURCE (e.g. title=product_name), got {pair!r}")
-        if target.strip() in mapping:
-            raise PushgenError(f"--map: column {target.strip()!r} is mapped twice")
-        mapping[target.strip()] = source.strip()
-    return mapping
+    return parse_pairs(pairs, "--map", "TARGET=SOURCE (e.g. title=product_name)")
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.2f}"
+
+
+_COLUMNS = {
+    "events": (("rows", "rows"), ("inserted", "inserted"), ("updated", "updated"),
+               ("unchanged", "unchanged"), ("merged", "merged"), ("rejected", "rejected"),
+               ("skipped", None)),
+    "unsubscribes": (("rows", "rows"), ("recorded", "inserted"), ("switched off", "updated"),
+                     ("already", "unchanged"), ("rejected", "rejected")),
+}
+_DEFAULT_COLUMNS = (("rows read", "rows"), ("inserted", "inserted"), ("updated", "updated"),
+                    ("unchanged", "unchanged"), ("rejected", "rejected"))
 
 
 def _print_report(console: Console, report: ImportReport) -> None:
-    table = Table(title=f"Imported {report.kind} from {report.source}", title_justify="left")
-    for column in ("rows read", "inserted", "updated", "unchanged", "rejected", "seconds"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{report.rows:,}", f"{report.inserted:,}", f"{report.updated:,}",
-                  f"{report.unchanged:,}", f"{report.rejected:,}", f"{report.seconds:.1f}")
+    """The counts as a table, then one line per thing worth knowing."""
+    table = Table(title=f"Imported {report.kind} from {report.source} in "
+                        f"{report.seconds:.1f} s", title_justify="left")
+    cells = []
+    for label, name in _COLUMNS.get(report.kind, _DEFAULT_COLUMNS):
+        table.add_column(label, justify="right")
+        value = sum(report.skipped.values()) if name is None else getattr(report, name)
+        cells.append(f"{value:,}")
+    table.add_row(*cells)
     console.print(table)
+    say = lambda text: console.print(text, highlight=False)  # noqa: E731
+    if report.kind == "events" and report.imported:
+        read = report.rows - report.rejected - sum(report.skipped.values())
+        say(f"{report.imported:,} events from {read:,} rows: {report.merged:,} repeated lines "
+            f"merged into their event's quantity; {_count(report.quantity)} units in all"
+            + (f"; {report.returns:,} returns" if report.returns else ""))
+    if report.kind == "unsubscribes" and report.rows:
+        say(f"{report.inserted:,} opt-outs recorded ({report.updated:,} consents switched off), "
+            f"{report.unchanged:,} already on record")
+    if report.users_created or report.items_created:
+        say(f"created {report.users_created:,} customers and {report.items_created:,} products "
+            "that were not in the store yet (consent only where the file gives it: import "
+            "the customers file to add details)")
+    for reason, count in report.skipped.items():
+        say(f"  skipped {count:,} rows: {reason}")
+    if report.consent_kept:
+        say(f"kept {report.consent_kept:,} opt-outs: the file switches consent on for customers "
+            "who unsubscribed later (add consent_<channel>_at to say when they consented again)")
     if report.rejected:
         for sample in report.reject_samples[:3]:
-            console.print(f"  [yellow]rejected[/] {sample}", highlight=False)
+            console.print(f"  [yellow]rejected[/] {escape(sample)}", highlight=False)
         if report.reject_path:
-            console.print(f"{report.rejected:,} rejected rows written to {report.reject_path} "
-                          "(each with a _reason column)", highlight=False)
+            say(f"{report.rejected:,} rejected rows written to {report.reject_path} "
+                "(each with a _reason column)")
 
 
-def _run_import(kind: str, file: Path, maps: list[str] | None, skip_invalid: bool,
-                rejects: Path | None, db: Path) -> ImportReport:
-    mapping = parse_mapping(maps)
+def _run_import(kind: str, file: Path, db: Path, *, maps: list[str] | None,
+                sets: list[str] | None, date_formats: list[str] | None, delimiter: str | None,
+                decimal_comma: bool, nulls: list[str] | None, encoding: str, trim: bool,
+                sheet: str | None, skip_invalid: bool, rejects: Path | None,
+                preset: str | None = None, create_missing: bool = False) -> ImportReport:
+    options = ImportOptions(
+        mapping=parse_mapping(maps),
+        constants=parse_pairs(sets, "--set", "COLUMN=VALUE (e.g. kind=purchase)"),
+        preset=preset, date_formats=tuple(date_formats or ()), delimiter=delimiter,
+        decimal_comma=decimal_comma, nulls=tuple(nulls or ()), encoding=encoding, trim=trim,
+        create_missing=create_missing, sheet=sheet)
     reject_path = (rejects or default_reject_path(file)) if skip_invalid else None
     console = Console()
     store = open_store(db)
@@ -78,31 +186,47 @@ def _run_import(kind: str, file: Path, maps: list[str] | None, skip_invalid: boo
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task(kind, total=None)
-        report = import_file(store, kind, file, mapping=mapping,  # type: ignore[arg-type]
+        report = import_file(store, kind, file, options=options,  # type: ignore[arg-type]
                              skip_invalid=skip_invalid, reject_path=reject_path,
                              progress=lambda done, total: bar.update(task, completed=done,
                                                                      total=total))
     _print_report(console, report)
+    failure = report.failure()
+    if failure is not None:
+        where = f"; rejected rows are in {report.reject_path}" if report.reject_path else ""
+        raise PushgenError(f"{report.source}: {failure}{where}")
     return report
 
 
 @import_app.command("users")
-def import_users(file: FileArgument, map: MapOption = None, skip_invalid: SkipOption = False,
+def import_users(file: FileArgument, map: MapOption = None, set: SetOption = None,
+                 date_format: DateFormatOption = None, delimiter: DelimiterOption = None,
+                 decimal_comma: DecimalCommaOption = False, null: NullOption = None,
+                 encoding: EncodingOption = "utf-8", trim: TrimOption = True,
+                 sheet: SheetOption = None, skip_invalid: SkipOption = False,
                  rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
     """Import or update customers (key: external_id).
 
     Columns: external_id (required), name, email, phone, locale, timezone,
     consent_email, consent_sms, consent_push (1/0, yes/no, true/false;
-    empty = no consent). Every other column (age_band, gender, region,
-    tier...) is kept as a profile attribute.
+    empty = no consent), push_token (the app's device token). Every other
+    column (age_band, gender, region, tier...) is kept as a profile attribute.
+    A customer who opted out through [bold]import unsubscribes[/] keeps the
+    opt-out unless the file has consent_<channel>_at later than it.
 
     Example: [bold]pushgen import users customers.csv --map external_id=customer_no[/]
     """
-    _run_import("users", file, map, skip_invalid, rejects, db)
+    _run_import("users", file, db, maps=map, sets=set, date_formats=date_format,
+                delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
 
 
 @import_app.command("items")
-def import_items(file: FileArgument, map: MapOption = None, skip_invalid: SkipOption = False,
+def import_items(file: FileArgument, map: MapOption = None, set: SetOption = None,
+                 date_format: DateFormatOption = None, delimiter: DelimiterOption = None,
+                 decimal_comma: DecimalCommaOption = False, null: NullOption = None,
+                 encoding: EncodingOption = "utf-8", trim: TrimOption = True,
+                 sheet: SheetOption = None, skip_invalid: SkipOption = False,
                  rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
     """Import or update the catalog (key: sku).
 
@@ -112,21 +236,71 @@ def import_items(file: FileArgument, map: MapOption = None, skip_invalid: SkipOp
 
     Example: [bold]pushgen import items products.jsonl --map title=product_name[/]
     """
-    _run_import("items", file, map, skip_invalid, rejects, db)
+    _run_import("items", file, db, maps=map, sets=set, date_formats=date_format,
+                delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
 
 
 @import_app.command("events")
-def import_events(file: FileArgument, map: MapOption = None, skip_invalid: SkipOption = False,
-                  rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
-    """Import interactions (views, carts, purchases...); users and items must exist.
+def import_events(
+        file: FileArgument, map: MapOption = None, set: SetOption = None,
+        date_format: DateFormatOption = None, delimiter: DelimiterOption = None,
+        decimal_comma: DecimalCommaOption = False, null: NullOption = None,
+        encoding: EncodingOption = "utf-8", trim: TrimOption = True, sheet: SheetOption = None,
+        preset: Annotated[str | None, typer.Option(
+            "--preset", help=f"A known order export: {', '.join(PRESETS)} (see `pushgen "
+                             "import --help` for their columns).")] = None,
+        create_missing: Annotated[bool, typer.Option(
+            "--create-missing", help="Create the customers and products the file names that "
+                                     "are not in the store yet (ids only, no consent; "
+                                     "presets always do).")] = False,
+        skip_invalid: SkipOption = False, rejects: RejectsOption = None,
+        db: DbOption = DEFAULT_DB) -> None:
+    """Import interactions (views, carts, purchases, returns...).
 
     Columns: user (external_id), item (sku), kind, ts (ISO 8601 date or
-    datetime, stored as UTC), value (default 1). Re-importing the same events
-    adds nothing.
+    datetime, or --date-format; stored as UTC), quantity (default 1; a negative
+    quantity on a purchase is a return), value (a rating; default 1). Rows
+    without a customer are skipped and counted. Lines repeated in a file are
+    one event with their quantities summed; re-importing the same file adds
+    nothing. Users and items must exist, unless --create-missing; with it,
+    user.<field> and item.<field> columns (item.title, item.price, user.email...)
+    fill in the new ones.
 
-    Example: [bold]pushgen import events orders.csv --map user=customer_no --map item=sku[/]
+    Examples: [bold]pushgen import events orders.csv --map user=customer_no --map item=sku[/]
+
+    [bold]pushgen import events Groceries_dataset.csv --set kind=purchase --date-format '%d-%m-%Y' --map user=Member_number --map item=itemDescription --map ts=Date --create-missing[/]
+
+    [bold]pushgen import events orders_export.csv --preset shopify-orders[/]
     """
-    _run_import("events", file, map, skip_invalid, rejects, db)
+    _run_import("events", file, db, maps=map, sets=set, date_formats=date_format,
+                delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
+                preset=preset, create_missing=create_missing)
+
+
+@import_app.command("unsubscribes")
+def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOption = None,
+                        date_format: DateFormatOption = None, delimiter: DelimiterOption = None,
+                        null: NullOption = None, encoding: EncodingOption = "utf-8",
+                        trim: TrimOption = True, sheet: SheetOption = None,
+                        skip_invalid: SkipOption = False, rejects: RejectsOption = None,
+                        db: DbOption = DEFAULT_DB) -> None:
+    """Turn the sending platform's opt-out list into consent changes.
+
+    Each row names a customer by external_id, email, phone or an unsubscribe
+    link (column token, url or unsubscribe_url; links are checked against the
+    shop's secret: a forged one is rejected). Optional: channel (email, sms,
+    push or all), ts (when), reason. Without a channel column a link stops its
+    campaign's channel, an email address email, a phone number sms, an
+    external_id every channel. Opted-out customers are never exported again on
+    that channel; re-importing the same list changes nothing.
+
+    Example: [bold]pushgen import unsubscribes esp-optouts.csv --map email="Email Address" --map ts=UNSUB_TIME --skip-invalid[/]
+    """
+    _run_import("unsubscribes", file, db, maps=map, sets=set, date_formats=date_format,
+                delimiter=delimiter, decimal_comma=False, nulls=null, encoding=encoding,
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
 
 
 def run_demo(db_path: Path, seed: int, n_users: int, n_items: int, console: Console, *,

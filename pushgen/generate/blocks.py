@@ -170,7 +170,8 @@ class Planner:
                 "items": [item_data(i, locale) for i in items]}
         values = self._values(ctx.settings, locale, keys, ctx.variant, data, "per-user", None,
                               feedback_lines(feedback or []), self._limits(ctx))
-        request = LLMRequest(f"user:{ctx.recipient.external_id}|v{ctx.variant}", channel,
+        # no customer id in the key: it is stored with cache rows and draft provenance
+        request = LLMRequest(f"{channel}.per-user|v{ctx.variant}", channel,
                              self.prompts.messages(channel, values), keys, {})
         return Slot("user", None, request)
 

@@ -72,6 +72,18 @@ def loads(text: str | None, default: Any = None) -> Any:
     return default if text is None or text == "" else json.loads(text)
 
 
+def get_meta(db: Database, key: str) -> str | None:
+    """A value of the ``meta`` table (facts about the database itself), or None."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def set_meta(db: Database, key: str, value: str) -> None:
+    """Set a ``meta`` value (inside the caller's transaction, if any)."""
+    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+               "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+
+
 def db_folder(db: Database) -> Path:
     """Folder holding the database file (model artifacts are saved next to it)."""
     row = db.execute("PRAGMA database_list").fetchone()
@@ -86,4 +98,5 @@ def table_counts(db: Database) -> dict[str, int]:
 
 
 __all__ = ["StoreError", "open_store", "default_db_path", "now_iso", "dumps", "loads",
+           "get_meta", "set_meta",
            "db_folder", "table_counts", "migrations", "Database"]

@@ -1,6 +1,6 @@
 """SQL for the catalog tables: users, items and events.
 
-Writes are upserts keyed by ``users.external_id`` / ``items.sku`` and inserts keyed by the
+Writes are upserts keyed by ``users.external_id`` / ``items.sku`` and merges keyed by the
 events' UNIQUE(user_id, item_id, kind, ts): importing the same data twice changes nothing,
 and ``updated_at`` moves only when a stored value really changed. Readers return plain
 dicts with JSON ``attributes`` decoded and 0/1 flags as bools.
@@ -18,11 +18,12 @@ from . import dumps, loads, now_iso
 
 USER_FIELDS: tuple[str, ...] = (
     "name", "email", "phone", "locale", "timezone",
-    "consent_email", "consent_sms", "consent_push", "attributes",
+    "consent_email", "consent_sms", "consent_push", "push_token", "attributes",
 )
 USER_DEFAULTS: dict[str, Any] = {
     "name": None, "email": None, "phone": None, "locale": "en-US", "timezone": None,
-    "consent_email": 0, "consent_sms": 0, "consent_push": 0, "attributes": {},
+    "consent_email": 0, "consent_sms": 0, "consent_push": 0, "push_token": None,
+    "attributes": {},
 }
 ITEM_FIELDS: tuple[str, ...] = (
     "title", "description", "category", "brand", "price", "currency", "sale_price",
@@ -143,28 +144,72 @@ def upsert_items(db: Database, rows: Sequence[dict[str, Any]], *, now: str | Non
     return _upsert(db, "items", "sku", ITEM_FIELDS, ITEM_DEFAULTS, rows, now)
 
 
-def insert_events(db: Database, rows: Sequence[tuple[int, int, str, float, str]]) -> WriteCounts:
-    """Insert ``(user_id, item_id, kind, value, ts)`` rows; an existing key is left alone,
-    or has its value updated when the value differs."""
-    counts = WriteCounts()
-    if not rows:
-        return counts
+# --- events: staged, merged, then written --------------------------------------------------
+# An events import first appends its rows to a temporary table (in file order). At the end
+# one GROUP BY sums the quantities of repeated (user, item, kind, ts) rows, whatever their
+# distance in the file, and only then are the merged events compared with the stored ones:
+# new ones inserted, changed ones updated, the rest counted as unchanged. So importing the
+# same file again changes nothing. Temporary tables never reach the database file.
+
+@dataclass
+class EventCounts(WriteCounts):
+    """What merging the staged events did: ``merged`` rows were repeats of an earlier row
+    of the same file; ``quantity`` is the total of the written events' quantities."""
+
+    merged: int = 0
+    quantity: float = 0.0
+
+
+def begin_event_staging(db: Database) -> None:
+    """An empty staging table for this connection."""
+    end_event_staging(db)
+    db.execute("PRAGMA temp.cache_size = -16384")
+    db.execute("CREATE TEMP TABLE import_rows (user_id INTEGER NOT NULL, item_id INTEGER "
+               "NOT NULL, kind TEXT NOT NULL, ts TEXT NOT NULL, quantity REAL NOT NULL, "
+               "value REAL NOT NULL)")
+
+
+def stage_events(db: Database, rows: Iterable[tuple[int, int, str, str, float, float]]) -> None:
+    """Append ``(user_id, item_id, kind, ts, quantity, value)`` rows."""
+    db.conn.executemany("INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def merge_staged_events(db: Database) -> EventCounts:
+    """Write the staged events and drop the staging tables. Repeats of one key add up
+    their quantities and keep the value of the last of them (SQLite takes bare columns
+    from the row where max() is found)."""
+    counts = EventCounts()
     conn = db.conn
+    conn.execute(
+        "CREATE TEMP TABLE import_events AS SELECT user_id, item_id, kind, ts, "
+        "sum(quantity) AS quantity, max(rowid) AS last, value, count(*) AS rows "
+        "FROM temp.import_rows GROUP BY user_id, item_id, kind, ts")
+    conn.execute("DROP TABLE temp.import_rows")
+    staged, distinct, quantity = conn.execute(
+        "SELECT coalesce(sum(rows), 0), count(*), coalesce(sum(quantity), 0) "
+        "FROM temp.import_events").fetchone()
+    counts.merged, counts.quantity = staged - distinct, float(quantity)
     with db.atomic():
         before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO events (user_id, item_id, kind, value, ts) VALUES (?,?,?,?,?)",
-            rows)
+        conn.execute(
+            "UPDATE events SET quantity = s.quantity, value = s.value "
+            "FROM temp.import_events AS s WHERE events.user_id = s.user_id "
+            "AND events.item_id = s.item_id AND events.kind = s.kind AND events.ts = s.ts "
+            "AND (events.quantity IS NOT s.quantity OR events.value IS NOT s.value)")
+        counts.updated = conn.total_changes - before
+        before = conn.total_changes
+        conn.execute(
+            "INSERT OR IGNORE INTO events (user_id, item_id, kind, value, quantity, ts) "
+            "SELECT user_id, item_id, kind, value, quantity, ts FROM temp.import_events")
         counts.inserted = conn.total_changes - before
-        if counts.inserted < len(rows):
-            before = conn.total_changes
-            conn.executemany(
-                "UPDATE events SET value = ? WHERE user_id = ? AND item_id = ? AND kind = ? "
-                "AND ts = ? AND value IS NOT ?",
-                [(v, u, i, k, t, v) for u, i, k, v, t in rows])
-            counts.updated = conn.total_changes - before
-    counts.unchanged = len(rows) - counts.inserted - counts.updated
+    counts.unchanged = distinct - counts.inserted - counts.updated
+    end_event_staging(db)
     return counts
+
+
+def end_event_staging(db: Database) -> None:
+    db.execute("DROP TABLE IF EXISTS temp.import_rows")
+    db.execute("DROP TABLE IF EXISTS temp.import_events")
 
 
 def tune_for_bulk_load(db: Database) -> None:
@@ -185,6 +230,75 @@ def item_ids_by_sku(db: Database) -> dict[str, int]:
     return dict(db.execute("SELECT sku, id FROM items").fetchall())
 
 
+def ids_for_keys(db: Database, kind: str, keys: Sequence[str]) -> dict[str, int]:
+    """external_id (kind 'users') or sku (kind 'items') -> id, for the given keys only."""
+    table, column = {"users": ("users", "external_id"), "items": ("items", "sku")}[kind]
+    found: dict[str, int] = {}
+    for chunk in _chunks(list(keys)):
+        marks = ",".join("?" * len(chunk))
+        found.update(db.execute(f"SELECT {column}, id FROM {table} WHERE {column} IN ({marks})",
+                                list(chunk)).fetchall())
+    return found
+
+
+# --- consent: opt-outs from the sending platform ---------------------------------------------
+
+def user_ids_by_email(db: Database) -> dict[str, list[int]]:
+    """Lower-cased email -> ids of the customers with that address."""
+    out: dict[str, list[int]] = {}
+    for uid, email in db.execute("SELECT id, email FROM users WHERE email IS NOT NULL"):
+        out.setdefault(email.strip().lower(), []).append(uid)
+    return out
+
+
+def user_phones(db: Database) -> list[tuple[int, str]]:
+    """(id, phone) of every customer with a phone number."""
+    return db.execute("SELECT id, phone FROM users WHERE phone IS NOT NULL").fetchall()
+
+
+def campaign_channels(db: Database) -> dict[int, str | None]:
+    """campaign id -> its channel (sms, push, email; None before drafting)."""
+    return dict(db.execute("SELECT id, channel FROM campaigns").fetchall())
+
+
+def has_consent_events(db: Database) -> bool:
+    return db.execute("SELECT 1 FROM consent_events LIMIT 1").fetchone() is not None
+
+
+def latest_consent(db: Database, user_ids: Iterable[int]) -> dict[tuple[int, str], tuple[int, str]]:
+    """(user id, channel) -> (consent, at) of the newest consent event, for these users."""
+    ids = sorted(set(user_ids))
+    out: dict[tuple[int, str], tuple[int, str]] = {}
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for uid, channel, consent, at in db.execute(
+                f"SELECT user_id, channel, consent, at FROM consent_events "
+                f"WHERE user_id IN ({marks}) ORDER BY at, id", list(chunk)):
+            out[(uid, channel)] = (consent, at)
+    return out
+
+
+def record_consent(db: Database, rows: Sequence[tuple[int, str, int, str, str, str | None]],
+                   *, now: str | None = None) -> int:
+    """Write ``(user_id, channel, consent, at, source, reason)`` consent events and set each
+    user's ``consent_<channel>`` to match. Returns how many users' flags changed."""
+    if not rows:
+        return 0
+    now = now or now_iso()
+    conn = db.conn
+    with db.atomic():
+        conn.executemany("INSERT INTO consent_events (user_id, channel, consent, source, "
+                         "reason, at) VALUES (?, ?, ?, ?, ?, ?)",
+                         [(u, c, v, src, reason, at) for u, c, v, at, src, reason in rows])
+        before = conn.total_changes
+        for channel, column in CONSENT_CHANNELS.items():
+            changes = [(v, now, u, v) for u, c, v, *_ in rows if c == channel]
+            if changes:
+                conn.executemany(f"UPDATE users SET [{column}] = ?, updated_at = ? "
+                                 f"WHERE id = ? AND [{column}] IS NOT ?", changes)
+        return conn.total_changes - before
+
+
 # --- readers -----------------------------------------------------------------------------
 
 def iter_users(db: Database) -> Iterator[dict[str, Any]]:
@@ -202,7 +316,7 @@ def iter_items(db: Database, *, active_only: bool = False) -> Iterator[dict[str,
 
 def iter_events(db: Database, *, kinds: Iterable[str] | None = None,
                 since: str | None = None) -> Iterator[dict[str, Any]]:
-    """Events as dicts (id, user_id, item_id, kind, value, ts) ordered by ts, optionally
+    """Events as dicts (id, user_id, item_id, kind, value, quantity, ts) ordered by ts, optionally
     only the given kinds and/or those with ``ts >= since`` (UTC ISO string)."""
     clauses, params = [], []
     if kinds is not None:
@@ -277,8 +391,11 @@ def locale_counts(db: Database) -> dict[str, int]:
 
 __all__ = [
     "WriteCounts", "USER_FIELDS", "ITEM_FIELDS", "CONSENT_CHANNELS",
-    "upsert_users", "upsert_items", "insert_events", "tune_for_bulk_load",
-    "user_ids_by_external_id", "item_ids_by_sku",
+    "upsert_users", "upsert_items", "tune_for_bulk_load", "EventCounts",
+    "begin_event_staging", "stage_events", "merge_staged_events", "end_event_staging",
+    "user_ids_by_external_id", "item_ids_by_sku", "ids_for_keys",
+    "user_ids_by_email", "user_phones", "campaign_channels", "has_consent_events",
+    "latest_consent", "record_consent",
     "iter_users", "iter_items", "iter_events", "get_user", "get_items",
     "catalog_counts", "consent_counts", "event_kind_counts", "event_time_range", "locale_counts",
 ]

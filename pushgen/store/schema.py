@@ -205,6 +205,57 @@ def _push_token_and_consent_log(db: Database) -> None:
     db.execute("CREATE INDEX consent_events_user ON consent_events(user_id)")
 
 
+@migrations(name="0005_meta")
+def _meta(db: Database) -> None:
+    # Small facts about the database itself (e.g. the day the demo shop's history ends).
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migrations(name="0006_erasures")
+def _erasures(db: Database) -> None:
+    # A customer erased on request (GDPR art. 17) keeps a users row with every personal field
+    # emptied, so counts of past campaigns stay right; erased_at marks it.
+    db.execute("ALTER TABLE users ADD COLUMN erased_at TEXT")
+    # One row per erasure, holding no personal data: when, why (as the operator typed it),
+    # how many rows of each table changed, and a keyed hash (HMAC with the shop secret) of the
+    # external id, so an import can refuse to bring the same customer back by accident.
+    db.execute(
+        """
+        CREATE TABLE erasures (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            reason TEXT,
+            id_hash TEXT NOT NULL,
+            counts TEXT NOT NULL DEFAULT '{}'   -- JSON: table -> rows deleted or scrubbed
+        )"""
+    )
+    db.execute("CREATE INDEX erasures_id_hash ON erasures(id_hash)")
+
+
+@migrations(name="0007_assignments")
+def _assignments(db: Database) -> None:
+    # Which variant of a campaign each customer gets (A/B), or 0 for the hold-out group that
+    # gets nothing. Stored once, so reruns, regenerates and exports all agree.
+    db.execute(
+        """
+        CREATE TABLE assignments (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            variant INTEGER NOT NULL,    -- 1..N, or 0 = hold-out (no message)
+            at TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, user_id)
+        )"""
+    )
+
+
+@migrations(name="0200_import_event_quantity")
+def _event_quantity(db: Database) -> None:
+    # Units in one event: repeated identical lines of an export are summed into one event
+    # (quantity 3), and a return of 2 units is kind 'return' with quantity 2. `value` keeps
+    # its own meaning (a rating, or 1).
+    db.execute("ALTER TABLE events ADD COLUMN quantity REAL NOT NULL DEFAULT 1")
+
+
 @migrations(name="0400_llm_cache_endpoint")
 def _llm_cache_endpoint(db: Database) -> None:
     # The cache key now covers the endpoint (another server with the same model name is

@@ -1,0 +1,1 @@
+"""Campaign results: outcome statistics (``stats``) and the report built from them."""
