@@ -213,3 +213,23 @@ def test_batch_options_are_checked(shop: Path, runner, tmp_path: Path) -> None:
     assert res.exit_code == 1 and "one of --batch, --collect" in out
     res, out = _run(runner, shop, "--batch", "--dry-run", url="http://127.0.0.1:9/v1")
     assert res.exit_code == 1 and "--dry-run calls nothing" in out
+
+
+def test_forgetting_a_customer_removes_their_per_user_batch_prompts(shop: Path, runner,
+                                                                     tmp_path: Path) -> None:
+    from pushgen.privacy import forget_customer
+
+    res, _ = _run(runner, shop, "--channel", "sms", "--generator", "llm", "--model", "m",
+                  "--llm-mode", "per-user", "--batch-file", str(tmp_path / "b.jsonl"))
+    assert res.exit_code == 0, res.output
+    name, ext = rows(shop, "SELECT u.name, u.external_id FROM users u WHERE u.consent_sms = 1 "
+                           "AND u.phone != '' AND u.name LIKE '% %' ORDER BY u.id LIMIT 1")[0]
+    first = name.split()[0]
+
+    def stored() -> int:
+        return rows(shop, "SELECT count(*) FROM llm_batch_requests WHERE instr(request, ?) > 0",
+                    (first,))[0][0]
+
+    assert stored() > 0                     # per-user prompts carry the first name
+    forget_customer(open_store(shop), ext)
+    assert stored() == 0

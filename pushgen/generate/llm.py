@@ -461,12 +461,12 @@ class LLMGenerator:
                          tokens_completion=exc.tokens_completion, calls=exc.calls)
             self._remember(ans)
             return ans
-        llm_cache.put(self.db, llm_cache.NewAnswer(
+        llm_cache.put_many(self.db, [llm_cache.NewAnswer(
             key=key, model=self.model, endpoint=self.endpoint, prompt_hash=phash,
             request={"messages": req.messages, "params": self.params},
             content=done.content, tokens_prompt=done.tokens_prompt,
             tokens_completion=done.tokens_completion, block_key=req.block_key,
-            response_format=done.response_format, source="live"))
+            response_format=done.response_format, source="live")])
         self.formats[done.response_format] += 1
         ans = Answer(key, phash, req.block_key, fields, tokens_prompt=done.tokens_prompt,
                      tokens_completion=done.tokens_completion, calls=done.calls,

@@ -97,9 +97,16 @@ def put_many(db: Database, answers: Iterable[NewAnswer]) -> int:
         return insert_answers(db, answers)
 
 
-def put(db: Database, answer: NewAnswer) -> bool:
-    """Store one answer; False when it was too large to keep."""
-    return put_many(db, [answer]) == 1
+def put(db: Database, key: str, *, model: str, request: dict[str, Any], content: str,
+        tokens_prompt: int = 0, tokens_completion: int = 0, endpoint: str | None = None,
+        prompt_hash: str | None = None, block_key: str | None = None,
+        response_format: str | None = None, source: str = "live") -> bool:
+    """Store (or replace) one answer; False when it was too large to keep."""
+    return put_many(db, [NewAnswer(key=key, model=model, endpoint=endpoint or "",
+                                   prompt_hash=prompt_hash or "", request=request,
+                                   content=content, tokens_prompt=tokens_prompt,
+                                   tokens_completion=tokens_completion, block_key=block_key,
+                                   response_format=response_format, source=source)]) == 1
 
 
 def endpoint_format(db: Database, endpoint: str, model: str) -> str | None:
