@@ -11,7 +11,17 @@
    compared with the ideal n * latency / concurrency; then the same campaign is redrafted
    (--regenerate) and the number of HTTP calls counted (all must be cache hits).
 
+3. LLM copy blocks (the default LLM mode) on the same --users shop for email and SMS,
+   against the fake server (--latency per call, --concurrency): LLM calls per 1,000 drafts,
+   drafts/s end to end, and the time spent waiting on calls against the ideal
+   calls * latency / concurrency; every prompt the server received is searched for every
+   customer's first name (there must be none).
+4. A batch round trip: --batch-users customers of the same shop drafted through the fake
+   Files + Batches API (submit, the server finishes the batch, collect), with zero live
+   calls; batch_ok=1 when every customer got an LLM draft.
+
 Ends with: RESULT template_drafts_per_s=… llm_ratio_to_ideal=… llm_calls_rerun=… peak_mb=…
+llm_calls_per_1000_drafts=… blocks_drafts_per_s=… batch_ok=1|0
 """
 
 from __future__ import annotations
@@ -85,23 +95,43 @@ def _template(db_path: Path, channel: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _serve(latency: float, conn) -> None:
-    """Child process: the fake Chat Completions server, so it does not share our GIL."""
-    from fake_openai import FakeOpenAI
+def _serve(latency: float, conn, auto_finish: bool = False) -> None:
+    """Child process: the fake OpenAI server, so it does not share our GIL. On "stop" it
+    answers with its peak concurrency; on a list of names, with how many received prompts
+    contain one of them (and how many prompts it received)."""
+    import re
 
-    with FakeOpenAI(latency=latency) as server:
+    from fake_openai import FakeOpenAI, all_text
+
+    with FakeOpenAI(latency=latency, auto_finish=auto_finish) as server:
         conn.send(server.url)
-        conn.recv()  # until the parent says stop
-        conn.send(server.max_in_flight)
+        while True:
+            msg = conn.recv()
+            if msg == "stop":
+                conn.send(server.max_in_flight)
+                return
+            latin = [n for n in msg if n.isascii()]
+            pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, latin)) + r")(?!\w)")
+            others = [n for n in msg if not n.isascii()]
+            texts = [all_text(r) for r in server.requests]
+            hits = sum(1 for t in texts if pattern.search(t) or any(n in t for n in others))
+            conn.send((hits, len(texts)))
+
+
+def _server(latency: float, auto_finish: bool = False):
+    import multiprocessing as mp
+
+    parent, child = mp.Pipe()
+    proc = mp.get_context("fork").Process(target=_serve, args=(latency, child, auto_finish),
+                                          daemon=True)
+    proc.start()
+    return proc, parent, parent.recv()
 
 
 def _llm(workdir: Path, n: int, latency: float, concurrency: int) -> dict:
-    import multiprocessing as mp
-
     from pushgen.campaign import LLMOptions, draft_campaign
     from pushgen.config import load_campaign_config
     from pushgen.demo import build_demo_shop
-    from pushgen.generate.llm import LLMGenerator
     from pushgen.ranker import TrainParams, train
     from pushgen.store import open_store
 
@@ -118,13 +148,11 @@ def _llm(workdir: Path, n: int, latency: float, concurrency: int) -> dict:
     cfg = load_campaign_config(None, name="llm-bench", channel="sms")
     cfg.settings.allowed_profile_fields = ["name", "locale"]
     cfg.audience.limit = n
-    parent, child = mp.Pipe()
-    proc = mp.get_context("fork").Process(target=_serve, args=(latency, child), daemon=True)
-    proc.start()
-    url = parent.recv()
+    proc, parent, url = _server(latency)
     try:
-        opts = LLMOptions(model="bench-model", base_url=url, concurrency=concurrency)
-        client = LLMGenerator(db, **vars(opts))   # built (and openai imported) before timing
+        opts = LLMOptions(model="bench-model", base_url=url, concurrency=concurrency,
+                          mode="per-user")
+        client = opts.generator(db)   # built (and openai imported) before timing
         t = time.perf_counter()
         first = draft_campaign(db, "llm-bench", cfg, generator="llm", llm=opts,
                                batch_size=n, llm_client=client)
@@ -147,6 +175,91 @@ def _llm(workdir: Path, n: int, latency: float, concurrency: int) -> dict:
             "fallbacks": first.fallbacks}
 
 
+def _first_names(db_path: Path) -> list[str]:
+    """Every customer's first name (as a greeting would use it) not found in catalog text."""
+    import sqlite3
+
+    from pushgen.messages import Recipient
+
+    con = sqlite3.connect(db_path)
+    try:
+        names = {Recipient(0, "", n).first_name for (n,) in
+                 con.execute("SELECT DISTINCT name FROM users WHERE name IS NOT NULL")}
+        catalog = " ".join(t for (t,) in con.execute(
+            "SELECT title || ' ' || coalesce(description, '') || ' ' || attributes FROM items"))
+    finally:
+        con.close()
+    return sorted(n for n in names if n and len(n) >= 2 and n not in catalog)
+
+
+def _blocks(db_path: Path, latency: float, concurrency: int, channels: list[str]) -> dict:
+    """Copy blocks on the big shop, one campaign per channel; then the privacy count."""
+    from pushgen.campaign import LLMOptions, draft_campaign
+    from pushgen.config import load_campaign_config
+    from pushgen.store import open_store
+
+    db = open_store(db_path)
+    proc, conn, url = _server(latency)
+    out: dict = {"channels": {}}
+    try:
+        opts = LLMOptions(model="bench-model", base_url=url, concurrency=concurrency)
+        gen = opts.generator(db)
+        for channel in channels:
+            name = f"blocks-{channel}-{time.time_ns()}"
+            cfg = load_campaign_config(None, name=name, channel=channel)
+            calls0, wait0 = gen.live_calls, gen.live_seconds
+            t = time.perf_counter()
+            rep = draft_campaign(db, name, cfg, generator="llm", llm=opts, llm_client=gen)
+            seconds = time.perf_counter() - t
+            calls, waited = gen.live_calls - calls0, gen.live_seconds - wait0
+            ideal = calls * latency / concurrency
+            out["channels"][channel] = {
+                "drafted": rep.drafted, "llm_drafts": rep.llm_drafts, "calls": calls,
+                "seconds": seconds, "waited": waited, "ideal": ideal,
+                "ratio": waited / ideal if ideal else float("nan"),
+                "per_1000": calls * 1000 / max(rep.drafted, 1), "fallbacks": rep.fallbacks,
+                "passed": rep.passed}
+        names = _first_names(db_path)
+        conn.send(names)
+        out["prompts_with_names"], out["prompts"] = conn.recv()
+        out["names_checked"] = len(names)
+        conn.send("stop")
+        conn.recv()
+    finally:
+        proc.terminate()
+    return out
+
+
+def _batch(db_path: Path, n: int) -> dict:
+    """A batch round trip through the fake Files + Batches API for n customers (push)."""
+    from pushgen.campaign import LLMOptions
+    from pushgen.campaign_batch import draft_campaign_batch
+    from pushgen.config import load_campaign_config
+    from pushgen.store import open_store
+
+    db = open_store(db_path)
+    proc, conn, url = _server(0.0, auto_finish=True)
+    try:
+        name = f"batch-{time.time_ns()}"
+        cfg = load_campaign_config(None, name=name, channel="push")
+        cfg.audience.limit = n
+        opts = LLMOptions(model="bench-model", base_url=url)
+        t = time.perf_counter()
+        sent = draft_campaign_batch(db, name, cfg, llm=opts, action="submit")
+        got = draft_campaign_batch(db, name, cfg, llm=opts, action="collect")
+        seconds = time.perf_counter() - t
+        conn.send("stop")
+        conn.recv()
+    finally:
+        proc.terminate()
+    report = got.report
+    ok = (report is not None and bool(sent.submitted) and got.missing == 0
+          and report.llm_drafts == report.drafted == n and report.llm_calls > 0)
+    return {"submitted": sum(r.requests for r in sent.submitted),
+            "drafted": report.drafted if report else 0,
+            "llm_drafts": report.llm_drafts if report else 0, "seconds": seconds, "ok": ok}
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         _child_template(sys.argv[2], sys.argv[3])
@@ -159,6 +272,9 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2, help="seconds per LLM call")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--channels", default="sms", help="comma list for the template run")
+    ap.add_argument("--blocks-channels", default="email,sms",
+                    help="comma list for the LLM copy-blocks run ('' to skip)")
+    ap.add_argument("--batch-users", type=int, default=2000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/pushgen-bench"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -183,10 +299,41 @@ def main() -> None:
     print(f"{llm['drafted']:>7,} {llm['calls']:>6,} {llm['elapsed']:>10.2f} "
           f"{llm['ideal']:>8.2f} {llm['ratio']:>6.2f} {llm['max_in_flight']:>14} "
           f"{llm['calls_rerun']:>12} {llm['rerun_seconds']:>8.2f}")
+    channels = [c for c in args.blocks_channels.split(",") if c]
+    blocks = _blocks(db_path, args.latency, args.concurrency, channels) if channels else None
+    if blocks:
+        print(f"\nLLM copy blocks, {args.users:,}-user shop (400 items, 2 locales), "
+              f"{args.latency * 1000:.0f} ms per call, concurrency {args.concurrency}")
+        print(f"{'channel':<8} {'drafts':>8} {'calls':>6} {'per 1000':>9} {'seconds':>8} "
+              f"{'drafts/s':>9} {'call wait s':>12} {'ideal s':>8} {'ratio':>6} "
+              f"{'fallbacks':>10}")
+        for channel, r in blocks["channels"].items():
+            print(f"{channel:<8} {r['drafted']:>8,} {r['calls']:>6,} {r['per_1000']:>9.1f} "
+                  f"{r['seconds']:>8.1f} {r['drafted'] / r['seconds']:>9,.0f} "
+                  f"{r['waited']:>12.2f} {r['ideal']:>8.2f} {r['ratio']:>6.2f} "
+                  f"{r['fallbacks']:>10,}")
+        print(f"prompts received: {blocks['prompts']:,}; prompts containing any of the "
+              f"{blocks['names_checked']:,} customers' first names: "
+              f"{blocks['prompts_with_names']}")
+    batch = _batch(db_path, args.batch_users) if args.batch_users else None
+    if batch:
+        print(f"\nBatch round trip (fake Files + Batches API), {args.batch_users:,} push "
+              f"customers: {batch['submitted']:,} requests submitted, {batch['drafted']:,} "
+              f"drafts written ({batch['llm_drafts']:,} by the LLM) in {batch['seconds']:.1f} s,"
+              f" 0 live calls: {'ok' if batch['ok'] else 'FAILED'}")
     sms = results.get("sms") or next(iter(results.values()))
-    print(f"RESULT template_drafts_per_s={sms['drafted'] / sms['seconds']:.0f} "
-          f"llm_ratio_to_ideal={llm['ratio']:.2f} llm_calls_rerun={llm['calls_rerun']} "
-          f"peak_mb={sms['peak_mb']:.0f}")
+    line = (f"RESULT template_drafts_per_s={sms['drafted'] / sms['seconds']:.0f} "
+            f"llm_ratio_to_ideal={llm['ratio']:.2f} llm_calls_rerun={llm['calls_rerun']} "
+            f"peak_mb={sms['peak_mb']:.0f}")
+    if blocks:
+        worst = max(r["per_1000"] for r in blocks["channels"].values())
+        total = sum(r["drafted"] for r in blocks["channels"].values())
+        seconds = sum(r["seconds"] for r in blocks["channels"].values())
+        line += (f" llm_calls_per_1000_drafts={worst:.1f} blocks_drafts_per_s={total / seconds:.0f}"
+                 f" blocks_prompts_with_names={blocks['prompts_with_names']}")
+    if batch:
+        line += f" batch_ok={int(batch['ok'])}"
+    print(line)
 
 
 if __name__ == "__main__":

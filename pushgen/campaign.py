@@ -26,7 +26,12 @@ Progress = Callable[[int], None]
 
 @dataclass
 class LLMOptions:
-    """Where and how to call the LLM (any OpenAI-compatible endpoint)."""
+    """Where and how to call the LLM (any OpenAI-compatible endpoint).
+
+    ``mode``: ``blocks`` (reusable copy blocks, no names in prompts; the default) or
+    ``per-user`` (one prompt per customer with the profile fields the campaign allows).
+    ``max_failures``: consecutive failed requests that stop the run (circuit breaker).
+    """
 
     model: str
     base_url: str | None = None
@@ -35,6 +40,20 @@ class LLMOptions:
     concurrency: int = 8
     max_attempts: int = 4
     temperature: float = 0.7
+    mode: str = "blocks"
+    max_failures: int = 10
+    max_response_bytes: int = 1_000_000
+    prompt_dirs: list | None = None
+
+    def generator(self, db: Database, *, offline: bool = False, endpoint: str | None = None):
+        """The LLMGenerator for these options (``offline``: never calls, needs no key)."""
+        from .generate.blocks import MODES
+        from .generate.llm import LLMGenerator
+
+        if self.mode not in MODES:
+            raise PushgenError(f"unknown LLM mode {self.mode!r}: use blocks or per-user")
+        kwargs = {k: v for k, v in dataclasses.asdict(self).items() if k != "mode"}
+        return LLMGenerator(db, offline=offline, endpoint=endpoint, **kwargs)
 
 
 @dataclass
@@ -52,10 +71,22 @@ class DraftReport:
     repaired: int = 0
     tokens_prompt: int = 0
     tokens_completion: int = 0
-    llm_calls: int = 0
+    llm_calls: int = 0            # HTTP requests sent (retries included)
     ranked_by_source: dict[str, int] = field(default_factory=dict)
     empty_reason: str = ""        # why the audience is empty, when it is
     seconds: float = 0.0
+    # LLM runs only
+    llm_mode: str = ""            # blocks | per-user
+    llm_model: str = ""
+    llm_drafts: int = 0           # drafts whose copy the model wrote
+    llm_requests: int = 0         # distinct prompts the drafts needed (repairs included)
+    llm_cache_hits: int = 0       # ... answered from the cache (no call)
+    llm_saved_by_blocks: int = 0  # drafts minus distinct prompts: calls blocks made unneeded
+    llm_formats: dict[str, int] = field(default_factory=dict)   # json_schema / json_object
+    llm_waiting: int = 0          # batch drafting: drafts held back until their answers arrive
+    llm_price: Any = None         # config.LLMPrice of the model, None when unknown
+    llm_cost: float | None = None # estimated, from the [llm] price table
+    llm_seconds: float = 0.0      # wall time spent waiting on live requests
 
 
 @dataclass
@@ -66,6 +97,12 @@ class DryRun:
     sample_prompts: list[list[dict[str, str]]]
     est_prompt_tokens: int
     est_completion_tokens: int
+    mode: str = "blocks"
+    drafts: int = 0           # drafts the run would write
+    requests: int = 0         # distinct prompts they need (blocks: exact; per-user: one each)
+    cached: int = 0           # ... already answered in the cache
+    price: Any = None         # config.LLMPrice, None when the model has none
+    est_cost: float | None = None
 
 
 def _campaign_json(config: CampaignConfig) -> dict[str, Any]:
@@ -191,60 +228,80 @@ def _template_rows(campaign_id: int, contexts: list[MessageContext], check: _Che
 
 
 def _llm_rows(campaign_id: int, contexts: list[MessageContext], check: _Checker,
-              forbidden: dict[int, list[str]], llm: Any, report: DraftReport,
-              template_dirs: list | None) -> list[dict]:
-    """LLM drafts; a failing draft gets one repair with its failures, then the template."""
-    from .generate.templates import render
+              forbidden: dict[int, list[str]], drafter: Any) -> list[dict]:
+    """LLM drafts (``generate.llm_drafts``): assembled, checked, repaired once when a model
+    can fix the failure, else the template; drafts still waiting for a batch are skipped."""
+    drafted = drafter.draft(contexts, check, forbidden)
+    return [_row(campaign_id, d.ctx, d.message, d.checks, **d.provenance)
+            for d in drafted if d is not None]
 
-    results = llm.generate_many(contexts)
-    if results and all(r.message is None for r in results):
-        # A dead endpoint or wrong setup: stop rather than quietly fall back for everyone.
-        raise PushgenError(f"the LLM answered none of {len(results)} request(s) of this batch "
-                           f"({results[0].error}); nothing of this batch was saved")
-    checked: list[tuple[Any, list[CheckResult]]] = []
-    retry: dict[int, list[str]] = {}
-    for i, (ctx, res) in enumerate(zip(contexts, results)):
-        checks = (check(res.message, ctx, forbidden.get(ctx.recipient.user_id, []))
-                  if res.message is not None else [])
-        checked.append((res, checks))
-        if res.message is None or not checks_pass(checks):
-            retry[i] = ([f"{c.name}: {c.message}" for c in checks if not c.ok]
-                        or [res.error or "no valid answer"])
-    if retry:
-        idx = sorted(retry)
-        repaired = llm.generate_many([contexts[i] for i in idx],
-                                     feedback={n: retry[i] for n, i in enumerate(idx)})
-        for i, res in zip(idx, repaired):
-            first_res = checked[i][0]
-            res.tokens_prompt += first_res.tokens_prompt
-            res.tokens_completion += first_res.tokens_completion
-            ctx = contexts[i]
-            checks = (check(res.message, ctx, forbidden.get(ctx.recipient.user_id, []))
-                      if res.message is not None else [])
-            if res.message is not None and checks_pass(checks):
-                report.repaired += 1
-            checked[i] = (res, checks)
-    rows = []
-    for i, (ctx, (res, checks)) in enumerate(zip(contexts, checked)):
-        prov = {"model": res.model, "prompt_hash": res.prompt_hash,
-                "tokens_prompt": res.tokens_prompt, "tokens_completion": res.tokens_completion}
-        report.tokens_prompt += res.tokens_prompt
-        report.tokens_completion += res.tokens_completion
-        if res.message is not None and checks_pass(checks):
-            rows.append(_row(campaign_id, ctx, res.message, checks, generator="llm", **prov))
-            continue
-        why = retry.get(i, [])
-        failures = [c.name for c in checks if not c.ok] or [res.error or "no valid answer"]
-        rendered = render(ctx, template=ctx.settings.template, template_dirs=template_dirs)
-        fb_checks = check(rendered.message, ctx, forbidden.get(ctx.recipient.user_id, []))
-        report.fallbacks += 1
-        rows.append(_row(
-            campaign_id, ctx, rendered.message, fb_checks, generator="llm_fallback_template",
-            template_name=f"{rendered.template_name}@{rendered.template_version}",
-            flag=("LLM draft failed after one repair (" + "; ".join(failures)[:300]
-                  + "); template copy used instead. First failures: "
-                  + "; ".join(why)[:300]), **prov))
-    return rows
+
+class _LLMRun:
+    """The LLM side of one ``draft_campaign`` call: the drafter, and its cost written to
+    ``llm_runs`` after every batch and to the report at the end."""
+
+    def __init__(self, db: Database, config: CampaignConfig, llm: LLMOptions | None,
+                 client: Any, template_dirs: list | None, via: str) -> None:
+        from .generate.llm_drafts import LLMDrafter
+
+        if client is None:
+            if llm is None:
+                raise PushgenError("--generator llm needs --model (and --base-url for a "
+                                   "non-OpenAI endpoint)")
+            client = llm.generator(db)
+        self.db, self.gen, self.via = db, client, via
+        self.mode = llm.mode if llm is not None else "blocks"
+        self.drafter = LLMDrafter(client, self.mode, template_dirs=template_dirs)
+        self.price = config.llm.price(client.model)
+        self.run_id: int | None = None
+        # Live counters are per generator life (a bench reuses one); batch results imported
+        # by this generator all belong to this run.
+        self._base = (client.live_calls, client.requests, client.cache_hits,
+                      client.live_seconds, *client.live_tokens)
+
+    def start(self, campaign_id: int) -> None:
+        from .store import llm_usage
+
+        self.run_id = llm_usage.start_run(
+            self.db, campaign_id, mode=self.mode, via=self.via, model=self.gen.model,
+            endpoint=self.gen.endpoint, price_input=self.price.input if self.price else None,
+            price_output=self.price.output if self.price else None)
+
+    def rows(self, campaign_id: int, contexts: list[MessageContext], check: _Checker,
+             forbidden: dict[int, list[str]]) -> list[dict]:
+        return _llm_rows(campaign_id, contexts, check, forbidden, self.drafter)
+
+    def report(self, report: DraftReport) -> None:
+        """Copy the run's numbers into ``report`` and ``llm_runs``."""
+        from .store import llm_usage
+
+        st, gen = self.drafter.stats, self.gen
+        calls0, requests0, hits0, seconds0, tp0, tc0 = self._base
+        report.llm_mode, report.llm_model = self.mode, gen.model
+        imported, itp, itc = gen.imported_counts
+        report.llm_calls = gen.live_calls - calls0 + imported
+        report.llm_requests = gen.requests - requests0
+        report.llm_cache_hits = gen.cache_hits - hits0
+        report.llm_seconds = gen.live_seconds - seconds0
+        report.llm_drafts, report.repaired = st.llm_drafts, st.repaired
+        report.fallbacks, report.llm_waiting = st.fallbacks, st.waiting
+        tp, tc = gen.live_tokens
+        report.tokens_prompt, report.tokens_completion = tp - tp0 + itp, tc - tc0 + itc
+        first_round = report.llm_requests - st.repair_requests
+        report.llm_saved_by_blocks = (max(st.passed_through - st.waiting - first_round, 0)
+                                      if self.mode == "blocks" else 0)
+        report.llm_formats = dict(gen.formats)
+        report.llm_price = self.price
+        report.llm_cost = (self.price.cost(report.tokens_prompt, report.tokens_completion)
+                           if self.price else None)
+        if self.run_id is not None:
+            llm_usage.update_run(
+                self.db, self.run_id, formats=report.llm_formats,
+                drafts=report.llm_drafts, requests=report.llm_requests,
+                cache_hits=report.llm_cache_hits, calls=report.llm_calls,
+                saved_by_blocks=report.llm_saved_by_blocks, repaired=report.repaired,
+                fallbacks=report.fallbacks, tokens_prompt=report.tokens_prompt,
+                tokens_completion=report.tokens_completion)
 
 
 def draft_campaign(
@@ -261,12 +318,14 @@ def draft_campaign(
     on_audience: Callable[[int], None] | None = None,
     llm_client: Any = None,
     template_dirs: list | None = None,
+    llm_via: str = "live",
 ) -> DraftReport:
     """Draft ``name`` for every user of its audience who has no draft yet.
 
-    ``generator`` is ``template`` or ``llm`` (then ``llm`` says which endpoint; the template
-    is the fallback). ``template_dirs`` are folders of your own templates that override the
-    bundled ones by name. Rerunning a finished campaign changes nothing; ``regenerate``
+    ``generator`` is ``template`` or ``llm`` (then ``llm`` says which endpoint and mode, or
+    ``llm_client`` is a ready ``LLMGenerator``; the template is the fallback; batch
+    endpoints: ``campaign_batch.draft_campaign_batch``). ``template_dirs`` are folders of
+    your own templates that override the bundled ones by name. Rerunning a finished campaign changes nothing; ``regenerate``
     rewrites drafts not yet reviewed. ``progress(n)`` is called after each committed batch.
     """
     if generator not in ("template", "llm"):
@@ -276,13 +335,9 @@ def draft_campaign(
     started = time.perf_counter()
     settings = config.settings
     report = DraftReport(campaign=name, channel=settings.channel)
-    if generator == "llm" and llm_client is None:   # fail fast on a bad endpoint setup
-        if llm is None:
-            raise PushgenError("--generator llm needs --model (and --base-url for a "
-                               "non-OpenAI endpoint)")
-        from .generate.llm import LLMGenerator
-
-        llm_client = LLMGenerator(db, **dataclasses.asdict(llm))
+    # --- LLM hook: the generator is chosen (and its endpoint set up) before any ranking ---
+    llm_run = (_LLMRun(db, config, llm, llm_client, template_dirs, llm_via)
+               if generator == "llm" else None)
     campaign_id, user_ids = _audience(db, name, config, variants=variants,
                                       include_drafted=regenerate)
     report.audience = len(user_ids)
@@ -293,6 +348,8 @@ def draft_campaign(
         report.seconds = time.perf_counter() - started
         return report
     report.ranked_by_source = dict(_rank(db, name, config, user_ids, variants).by_source)
+    if llm_run is not None:
+        llm_run.start(campaign_id)
 
     check = _Checker(db)
     for start in range(0, len(user_ids), batch_size):
@@ -301,41 +358,74 @@ def draft_campaign(
         contexts, no_items = _contexts(db, campaign_id, config, batch, variants, skip)
         report.no_items += no_items
         forbidden = store.contact_values(db, batch)
-        if generator == "template":
+        if llm_run is None:
             rows = _template_rows(campaign_id, contexts, check, forbidden, template_dirs)
         else:
-            rows = _llm_rows(campaign_id, contexts, check, forbidden, llm_client, report,
-                             template_dirs)
+            rows = llm_run.rows(campaign_id, contexts, check, forbidden)
         report.drafted += store.write_drafts(db, rows, regenerate=regenerate)
         report.passed += sum(1 for r in rows if r["passed"])
         report.failed += sum(1 for r in rows if not r["passed"])
+        if llm_run is not None:
+            llm_run.report(report)
         if progress:
             progress(len(batch))
-    if llm_client is not None:
-        report.llm_calls = getattr(llm_client, "calls", 0)
     report.seconds = time.perf_counter() - started
     return report
 
 
+# Typical answer sizes (tokens) for the estimate: per-user message, lead block, item block.
+_ANSWER_TOKENS = {"user": {"sms": 60, "push": 50, "email": 250},
+                  "lead": {"sms": 50, "push": 45, "email": 110}, "item": {"email": 45}}
+
+
 def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
-            variants: int = 1, samples: int = 2) -> DryRun:
-    """Rank the audience and build the LLM prompts, but call nothing and write no draft."""
-    from .generate.llm import LLMGenerator
+            variants: int = 1, samples: int = 2, template_dirs: list | None = None,
+            batch_size: int = 2000) -> DryRun:
+    """Rank the audience and build the LLM prompts, but call nothing and write no draft.
+
+    Needs no endpoint or key. Blocks mode plans every draft (exact number of distinct
+    prompts and cache hits); per-user mode builds a sample and extrapolates."""
+    from .generate.blocks import Planner
+    from .generate.llm import estimate_tokens
+    from .store import llm_cache
 
     settings = config.settings
+    gen = llm.generator(db, offline=True)
+    planner = Planner(gen.prompts, llm.mode, template_dirs)
     campaign_id, user_ids = _audience(db, name, config, variants=variants)
+    price = config.llm.price(gen.model)
     if not user_ids:
-        return DryRun(0, [], 0, 0)
-    sample_ids = user_ids[:max(samples, 1) * 20]
-    _rank(db, name, config, sample_ids)
-    contexts, _ = _contexts(db, campaign_id, config, sample_ids, 1, {})
-    gen = LLMGenerator(db, **dataclasses.asdict(llm))
-    prompts = gen.dry_run(contexts)
-    per_prompt = sum(len(m["content"]) for p in prompts for m in p) / max(len(prompts), 1) / 4
-    per_answer = {"sms": 60, "push": 50, "email": 450}[settings.channel]
-    n = len(user_ids) * variants
-    return DryRun(audience=len(user_ids), sample_prompts=prompts[:samples],
-                  est_prompt_tokens=int(per_prompt * n), est_completion_tokens=per_answer * n)
+        return DryRun(0, [], 0, 0, mode=llm.mode, price=price)
+    if llm.mode == "per-user":
+        user_ids_ranked = user_ids[:max(samples, 1) * 20]
+    else:
+        user_ids_ranked = user_ids
+    _rank(db, name, config, user_ids_ranked, variants)
+    requests: dict[str, Any] = {}
+    drafts = 0
+    for start in range(0, len(user_ids_ranked), batch_size):
+        contexts, _ = _contexts(db, campaign_id, config,
+                                user_ids_ranked[start:start + batch_size], variants, {})
+        drafts += len(contexts)
+        for ctx in contexts:
+            for slot in planner.slots(ctx):
+                requests.setdefault(gen.key(slot.request), slot)
+    hits = set(llm_cache.get_many(db, list(requests)))
+    todo = [slot for key, slot in requests.items() if key not in hits]
+    prompt_tokens = sum(estimate_tokens(s.request.messages) for s in todo)
+    completion = sum(_ANSWER_TOKENS[s.role].get(settings.channel, 50) for s in todo)
+    if llm.mode == "per-user" and drafts:      # a sample: scale to the audience
+        scale = len(user_ids) * variants / drafts
+        n_requests, n_cached = int(len(requests) * scale), int(len(hits) * scale)
+        prompt_tokens, completion = int(prompt_tokens * scale), int(completion * scale)
+        drafts = len(user_ids) * variants
+    else:
+        n_requests, n_cached = len(requests), len(hits)
+    sample = [s.request.messages for s in list(requests.values())[:max(samples, 1)]]
+    return DryRun(audience=len(user_ids), sample_prompts=sample,
+                  est_prompt_tokens=prompt_tokens, est_completion_tokens=completion,
+                  mode=llm.mode, drafts=drafts, requests=n_requests, cached=n_cached,
+                  price=price, est_cost=price.cost(prompt_tokens, completion) if price else None)
 
 
 def preview_message(db: Database, name: str, config: CampaignConfig, user_external_id: str,

@@ -30,10 +30,38 @@ class AudienceFilter:
 
 
 @dataclass
+class LLMPrice:
+    """What a model costs, in your currency per 1M tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, tokens_prompt: int, tokens_completion: int) -> float:
+        return (tokens_prompt * self.input + tokens_completion * self.output) / 1_000_000
+
+
+@dataclass
+class LLMSettings:
+    """The ``[llm]`` section: a price table for cost estimates (not part of the campaign's
+    identity: changing prices never makes a campaign's config 'different')."""
+
+    prices: dict[str, LLMPrice] = field(default_factory=dict)
+
+    def price(self, model: str) -> LLMPrice | None:
+        """The price of ``model`` (exact name, then the longest listed prefix such as
+        ``gpt-4o-mini`` for ``gpt-4o-mini-2024-07-18``); None when unknown."""
+        if model in self.prices:
+            return self.prices[model]
+        prefixes = [m for m in self.prices if model.startswith(m)]
+        return self.prices[max(prefixes, key=len)] if prefixes else None
+
+
+@dataclass
 class CampaignConfig:
     settings: CampaignSettings
     audience: AudienceFilter = field(default_factory=AudienceFilter)
     rank: dict[str, Any] = field(default_factory=dict)   # keyword arguments of ranker.RankRules
+    llm: LLMSettings = field(default_factory=LLMSettings)
 
 
 # TOML section -> {toml key: CampaignSettings field}
@@ -97,9 +125,9 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
                                      field=f"{section}.{key}")
                 values[target] = _check_type(src, f"{section}.{key}", value,
                                              getattr(defaults, target))
-        elif section not in ("audience", "rank"):
+        elif section not in ("audience", "rank", "llm"):
             raise InputError("unknown section (known: campaign, voice, sender, limits, "
-                             "audience, rank)", file=src, field=section)
+                             "audience, rank, llm)", file=src, field=section)
     if channel is not None:
         values["channel"] = channel
     settings = CampaignSettings(**values)
@@ -129,7 +157,50 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
         if key not in _RANK_KEYS:
             raise InputError(f"unknown key (known: {', '.join(sorted(_RANK_KEYS))})",
                              file=src, field=f"rank.{key}")
-    return CampaignConfig(settings=settings, audience=audience, rank=rank)
+    return CampaignConfig(settings=settings, audience=audience, rank=rank,
+                          llm=_llm_settings(data.get("llm", {}), src))
+
+
+def _llm_settings(section: Any, src: str) -> LLMSettings:
+    """``[llm.prices]`` entries: ``"gpt-4o-mini" = { input = 0.15, output = 0.60 }``."""
+    if not isinstance(section, dict):
+        raise InputError("must be a [section]", file=src, field="llm")
+    for key in section:
+        if key != "prices":
+            raise InputError("unknown key (known: prices)", file=src, field=f"llm.{key}")
+    prices = section.get("prices", {})
+    if not isinstance(prices, dict):
+        raise InputError("must be a table of model = { input = ..., output = ... }", file=src,
+                         field="llm.prices")
+    out = {}
+    for model, entry in prices.items():
+        where = f"llm.prices.{model}"
+        if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
+            raise InputError("must be { input = <price per 1M prompt tokens>, output = <price "
+                             "per 1M completion tokens> }", file=src, field=where)
+        values = []
+        for part in ("input", "output"):
+            v = entry[part]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise InputError(f"{part} must be a number >= 0, got {v!r}", file=src,
+                                 field=where)
+            values.append(float(v))
+        out[model] = LLMPrice(*values)
+    return LLMSettings(prices=out)
+
+
+def config_from_json(config: dict[str, Any] | None, *, name: str, channel: str | None = None
+                     ) -> CampaignConfig:
+    """A campaign's config as stored with its drafts (settings, audience, rank), e.g. to
+    continue a batch without the TOML file at hand."""
+    data = dict(config or {})
+    audience = dict(data.pop("audience", {}) or {})
+    known = {f.name for f in dataclasses.fields(AudienceFilter)}
+    rank = dict(data.pop("rank", {}) or {})
+    return CampaignConfig(settings=settings_from_json(data, name=name, channel=channel),
+                          audience=AudienceFilter(**{k: v for k, v in audience.items()
+                                                     if k in known}),
+                          rank=rank)
 
 
 def _check_sender(settings: CampaignSettings, src: str) -> None:

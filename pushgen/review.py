@@ -29,6 +29,7 @@ from .signing import recipient_unsubscribe_url, shop_secret
 from .messages import (CHANNEL_FIELDS, CampaignSettings, CheckResult, ItemFacts, Message,
                        MessageContext, Recipient, checks_pass)
 from .store import dumps, loads, now_iso
+from .store import llm_usage
 from .store import reviews as store
 from .store.catalog import catalog_signature
 
@@ -508,6 +509,7 @@ def campaign_report(db: Database, campaign: str) -> dict[str, Any]:
                                           "tokens_prompt": g["tokens_prompt"] or 0,
                                           "tokens_completion": g["tokens_completion"] or 0}
                          for g in gens},
+        "llm": llm_usage.campaign_totals(db, cid),   # LLM runs' calls, cache hits, cost
     }
 
 

@@ -488,6 +488,20 @@ def print_campaign_report(rep: dict, out: Console = console) -> None:
     for g, v in rep["by_generator"].items():
         t.add_row(f"generator {g}", f"{v['drafts']} drafts, tokens {v['tokens_prompt']} / "
                                     f"{v['tokens_completion']}")
+    llm = rep.get("llm")
+    if llm:   # every LLM run of the campaign, cached reruns included
+        from .drafting import llm_cost_rows
+
+        t.add_row("LLM runs", f"{llm['runs']} ({', '.join(llm['modes'])}; "
+                              f"{', '.join(llm['models'])})")
+        note = ("" if llm["estimated_cost"] is not None else
+                "unknown: no price for " + ", ".join(llm["unpriced_models"]) +
+                " in the config's \\[llm.prices] (tokens only)")
+        llm_cost_rows(t, calls=llm["calls"], requests=llm["requests"],
+                      cache_hits=llm["cache_hits"], saved=llm["saved_by_blocks"],
+                      tokens_prompt=llm["tokens_prompt"],
+                      tokens_completion=llm["tokens_completion"],
+                      cost=llm["estimated_cost"], price_note=note, formats=llm["formats"])
     out.print(t)
     if rep["check_failures"]:
         f = Table("check", "drafts failing", title="Check failures", title_justify="left")

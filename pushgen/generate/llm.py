@@ -1,93 +1,50 @@
-"""Drafts written by an LLM behind any OpenAI-compatible Chat Completions endpoint.
+"""Prompts and answers of the LLM path: what is asked, how answers are parsed and cached.
 
-One retry policy (tenacity; the openai client's own retries are off), a SQLite cache keyed
-by the prompt hash so a rerun costs nothing, bounded concurrency, and strict parsing: the
-model returns JSON with exactly the channel's copy fields. Links, the SMS opt-out line and
-the email unsubscribe/postal footer are added by ``finish_message``, never left to the model.
+A ``LLMRequest`` is one prompt whose answer is a JSON object with fixed keys: a per-user
+draft, or a reusable copy block (``generate.blocks`` decides which prompts a draft needs).
+``LLMGenerator.answer_many`` answers a set of requests: from this run's memory, the SQLite
+cache (keyed by endpoint + prompt hash) or the endpoint, with bounded concurrency through
+``llm_client.ChatClient`` (deadline per request, circuit breaker, structured output). In
+offline mode (batch drafting) it never calls: requests without an answer are collected in
+``missing`` for a batch file.
 
 Catalog text reaches the model only inside a JSON data block (``<catalog_data>``), with
 ``<`` and ``>`` escaped so an item description cannot close the block and pose as
 instructions. Thread-safety: HTTP calls run in worker threads; every database read and
-write happens on the thread that called ``generate_many``.
+write happens on the thread that called ``answer_many``.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
-import html as _html
-import ipaddress
 import json
 import os
 import re
-import threading
+import tempfile
 import time
+from collections import Counter, OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Callable, Iterable, Sequence
 
 import jinja2
-import openai
 from sqlite_utils import Database
-from tenacity import (RetryCallState, Retrying, retry_if_exception, stop_after_attempt,
-                      wait_exponential_jitter)
 
-from ..channels import (GSM7, deep_link_for, gsm_normalize, opt_out_line, sms_capacity,
-                        sms_encoding)
 from ..errors import PushgenError
-from ..messages import CHANNEL_FIELDS, ItemFacts, Message, MessageContext
+from ..messages import ItemFacts
 from ..store import dumps
 from ..store import llm_cache
-from .guards import prompt_fields
+from .llm_client import (MAX_RESPONSE_BYTES, RETRY_AFTER_CAP, ChatClient, InvalidOutput,
+                         LLMStop, RequestFailed, normalize_endpoint, retry_after_seconds)
 from .templates import format_money, localized_title
 
-# The fields the model writes; the rest of CHANNEL_FIELDS is added by finish_message.
-MODEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "sms": ("text",),
-    "push": ("title", "body"),
-    "email": ("subject", "preheader", "html", "text"),
-}
 DATA_OPEN, DATA_CLOSE = "<catalog_data>", "</catalog_data>"
 DESCRIPTION_MAX = 200        # characters of an item description shown to the model
 FEEDBACK_MAX = 300           # characters per repair-feedback line
-RETRY_AFTER_CAP = 30.0       # seconds: never sleep longer than this on a Retry-After
-LOCAL_KEY = "sk-local"       # local servers ignore the key but the client wants one
-_LOCAL_HOSTS = {"localhost", "host.docker.internal"}
-
-
-class InvalidOutput(Exception):
-    """The model answered, but not with the JSON object the channel needs."""
-
-
-class _Fatal(Exception):
-    """A request error no retry can fix (bad key, unknown model): stop the whole run."""
-
-
-@dataclass
-class LLMResult:
-    """One draft's outcome. ``message`` is None (and ``error`` says why) when every attempt
-    failed; tokens sum all attempts of this run (0 for a cache hit)."""
-
-    message: Message | None
-    error: str | None
-    model: str
-    prompt_hash: str
-    tokens_prompt: int = 0
-    tokens_completion: int = 0
-    cached: bool = False
-    calls: int = 0
-
-
-@dataclass
-class _Answer:
-    fields: dict[str, str]
-    content: str
-    tokens_prompt: int
-    tokens_completion: int
-    calls: int
+FEEDBACK_LINES = 6
+MEMO_SIZE = 50_000           # answers kept in memory per run (blocks repeat across batches)
 
 
 # --- prompts ---------------------------------------------------------------------------------
@@ -101,44 +58,60 @@ class _PromptLoader(jinja2.BaseLoader):
 
     def get_source(self, environment: jinja2.Environment, template: str
                    ) -> tuple[str, str, Callable[[], bool]]:
+        parts = template.split("/")
         for d in self.dirs:
-            p = d / template
+            p = d.joinpath(*parts)
             if p.is_file():
                 mtime = p.stat().st_mtime
                 return (p.read_text(encoding="utf-8"), str(p),
                         lambda: p.exists() and p.stat().st_mtime == mtime)
         try:
-            res = resources.files("pushgen.bundled_prompts") / template
+            res = resources.files("pushgen.bundled_prompts").joinpath(*parts)
             if res.is_file():
                 return res.read_text(encoding="utf-8"), str(res), lambda: True
         except ModuleNotFoundError:  # running from a source tree that is not installed
-            p = Path(__file__).resolve().parents[2] / "prompts" / template
+            p = Path(__file__).resolve().parents[2].joinpath("prompts", *parts)
             if p.is_file():
                 return p.read_text(encoding="utf-8"), str(p), lambda: True
         raise jinja2.TemplateNotFound(template)
 
 
-def _environment(prompt_dirs: Sequence[str | os.PathLike[str]] | None) -> jinja2.Environment:
-    dirs = [Path(d) for d in (prompt_dirs or [])]
-    for d in dirs:
-        if not d.is_dir():
-            raise PushgenError(f"{d}: prompt folder does not exist")
-    return jinja2.Environment(loader=_PromptLoader(dirs), undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
-                              autoescape=False)
+class Prompts:
+    """The prompt templates (user folders override bundled files by name)."""
+
+    def __init__(self, prompt_dirs: Sequence[str | os.PathLike[str]] | None = None) -> None:
+        dirs = [Path(d) for d in (prompt_dirs or [])]
+        for d in dirs:
+            if not d.is_dir():
+                raise PushgenError(f"{d}: prompt folder does not exist")
+        self.env = jinja2.Environment(loader=_PromptLoader(dirs),
+                                      undefined=jinja2.StrictUndefined, trim_blocks=True,
+                                      lstrip_blocks=True, keep_trailing_newline=False,
+                                      autoescape=False)
+
+    def messages(self, task: str, values: dict[str, Any]) -> list[dict[str, str]]:
+        """System + user chat messages: ``system.j2`` and ``<task>.j2`` rendered."""
+        try:
+            system = self.env.get_template("system.j2").render(values)
+            user = self.env.get_template(f"{task}.j2").render(values)
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "prompt"
+            line = getattr(exc, "lineno", None)
+            raise PushgenError(f"{where}{f':{line}' if line else ''}: {exc}") from None
+        return [{"role": "system", "content": system.strip()},
+                {"role": "user", "content": user.strip()}]
 
 
-_default_env: jinja2.Environment | None = None
-
-
-def _data_json(obj: Any) -> str:
-    # '<' and '>' only occur inside JSON strings, so \u003c / \u003e keep the JSON identical
-    # in meaning while making a forged </catalog_data> impossible.
+def data_json(obj: Any) -> str:
+    """JSON for the data block. '<' and '>' only occur inside JSON strings, so \\u003c /
+    \\u003e keep the JSON identical in meaning while making a forged </catalog_data>
+    impossible."""
     text = json.dumps(obj, ensure_ascii=False, indent=2)
     return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def _item_data(item: ItemFacts, locale: str) -> dict[str, Any]:
+def item_data(item: ItemFacts, locale: str) -> dict[str, Any]:
+    """The catalog facts of one item as the model sees them (no links: pushgen adds those)."""
     desc = (item.description or "").strip()
     if len(desc) > DESCRIPTION_MAX:
         desc = desc[:DESCRIPTION_MAX].rstrip() + "…"
@@ -148,56 +121,21 @@ def _item_data(item: ItemFacts, locale: str) -> dict[str, Any]:
         "current_price_text": format_money(item.current_price, item.currency, locale),
         "discount_pct": item.discount_pct,
         "category": item.category, "brand": item.brand, "description": desc or None,
-        "url": item.url,
     }
     if item.discount_pct:
         data["was_price_text"] = format_money(item.price, item.currency, locale)
     return {k: v for k, v in data.items() if v is not None}
 
 
-def _limits(ctx: MessageContext) -> dict[str, Any]:
-    s, locale = ctx.settings, ctx.recipient.locale
-    opt_out = opt_out_line(locale)
-    sample = opt_out + "".join(localized_title(i, locale) for i in ctx.items)
-    gsm = sms_encoding(sample) == GSM7
-    cap = sms_capacity(GSM7 if gsm else "UCS-2", max(s.sms_max_segments, 1))
-    return {"sms_chars": max(cap - len(opt_out) - 1, 20), "sms_gsm": gsm,
-            "push_title_max": s.push_title_max, "push_body_max": s.push_body_max,
-            "subject_max": 50, "preheader_min": 40, "preheader_max": 130}
-
-
-def build_messages(ctx: MessageContext, *, feedback: list[str] | None = None,
-                   env: jinja2.Environment | None = None) -> list[dict[str, str]]:
-    """System + user chat messages for one draft; ``feedback`` = failed checks to repair."""
-    global _default_env
-    if env is None:
-        env = _default_env = _default_env or _environment(None)
-    channel = ctx.settings.channel
-    if channel not in MODEL_FIELDS:
-        raise PushgenError(f"unknown channel {channel!r}: use sms, push or email")
-    locale = ctx.recipient.locale or "en-US"
-    data = {"customer": prompt_fields(ctx.recipient, ctx.settings),
-            "items": [_item_data(i, locale) for i in ctx.items]}
-    values = {
-        "settings": ctx.settings, "channel": channel, "locale": locale,
-        "channel_label": {"sms": "SMS", "push": "app push", "email": "email"}[channel],
-        "limits": _limits(ctx), "output_keys": list(MODEL_FIELDS[channel]),
-        "variant": ctx.variant, "data_json": _data_json(data),
-        "feedback": [" ".join(f.split())[:FEEDBACK_MAX] for f in (feedback or [])],
-    }
-    try:
-        system = env.get_template("system.j2").render(values)
-        user = env.get_template(f"{channel}.j2").render(values)
-    except jinja2.TemplateError as exc:
-        where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "prompt"
-        line = getattr(exc, "lineno", None)
-        raise PushgenError(f"{where}{f':{line}' if line else ''}: {exc}") from None
-    return [{"role": "system", "content": system.strip()},
-            {"role": "user", "content": user.strip()}]
+def feedback_lines(lines: Iterable[str]) -> list[str]:
+    """Repair feedback as the prompt shows it: one line each, cut, at most FEEDBACK_LINES."""
+    out = list(dict.fromkeys(" ".join(x.split())[:FEEDBACK_MAX] for x in lines if x.strip()))
+    return out[:FEEDBACK_LINES]
 
 
 def prompt_hash(messages: list[dict[str, str]], model: str, params: dict[str, Any]) -> str:
-    """sha256 of model + messages + parameters: the cache key and the draft's provenance."""
+    """sha256 of model + messages + parameters: the draft's provenance (and, with the
+    endpoint, the cache key)."""
     blob = dumps({"model": model, "messages": messages, "params": params})
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -212,9 +150,9 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
 _FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-def parse_fields(content: str | None, channel: str) -> dict[str, str]:
-    """The model's JSON answer as {field: text}; InvalidOutput unless it has exactly the
-    channel's fields, all non-empty strings. A ```json fence around it is tolerated."""
+def parse_fields(content: str | None, keys: Sequence[str]) -> dict[str, str]:
+    """The model's JSON answer as {key: text}; InvalidOutput unless it has exactly ``keys``,
+    all non-empty strings. A ```json fence around it is tolerated."""
     text = (content or "").strip()
     fence = _FENCE_RE.match(text)
     if fence:
@@ -225,340 +163,323 @@ def parse_fields(content: str | None, channel: str) -> dict[str, str]:
         raise InvalidOutput(f"answer is not JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(obj, dict):
         raise InvalidOutput(f"answer is JSON {type(obj).__name__}, not an object")
-    want = MODEL_FIELDS[channel]
-    missing = [k for k in want if k not in obj]
-    extra = sorted(set(obj) - set(want))
+    missing = [k for k in keys if k not in obj]
+    extra = sorted(set(obj) - set(keys))
     if missing or extra:
         raise InvalidOutput(f"answer keys wrong (missing: {', '.join(missing) or '-'}; "
                             f"unexpected: {', '.join(extra) or '-'})")
-    bad = [k for k in want if not isinstance(obj[k], str) or not obj[k].strip()]
+    bad = [k for k in keys if not isinstance(obj[k], str) or not obj[k].strip()]
     if bad:
         raise InvalidOutput(f"answer fields not non-empty text: {', '.join(bad)}")
-    return {k: obj[k].strip() for k in want}
+    return {k: obj[k].strip() for k in keys}
 
 
-def finish_message(fields: dict[str, str], ctx: MessageContext) -> Message:
-    """Add what the model must not write: the SMS opt-out line, the push deep link, the email
-    unsubscribe link and postal address (each only when missing)."""
-    s, channel, out = ctx.settings, ctx.settings.channel, dict(fields)
-    if channel == "sms":
-        line = opt_out_line(ctx.recipient.locale)
-        text = gsm_normalize(out["text"]).rstrip()
-        if not text.rstrip(" .!。！").endswith(line):
-            text = f"{text}\n{line}"
-        out["text"] = text
-    elif channel == "push":
-        out["deep_link"] = deep_link_for(s, ctx.items[0].sku) if ctx.items else ""
-    else:
-        unsub = ctx.unsubscribe_url
-        address = f"{s.sender_name}, {s.postal_address}"
-        html_body, text_body = out["html"], out["text"]
-        footer = []
-        if unsub not in _html.unescape(html_body):
-            footer.append(f'<p><a href="{_html.escape(unsub)}">Unsubscribe</a></p>')
-        if s.postal_address not in _html.unescape(html_body):
-            footer.append(f"<p>{_html.escape(address)}</p>")
-        if footer:
-            block = "\n" + "\n".join(footer) + "\n"
-            at = html_body.lower().rfind("</body>")
-            html_body = (html_body[:at] + block + html_body[at:] if at >= 0
-                         else html_body + block)
-        tail = []
-        if unsub not in text_body:
-            tail.append(f"Unsubscribe: {unsub}")
-        if s.postal_address not in text_body:
-            tail.append(address)
-        if tail:
-            text_body = text_body.rstrip() + "\n\n--\n" + "\n".join(tail)
-        out["html"], out["text"] = html_body, text_body
-    return Message(channel, {k: out[k] for k in CHANNEL_FIELDS[channel]})
+@dataclass
+class LLMRequest:
+    """One prompt whose answer is a JSON object with exactly ``keys``.
+
+    ``block_key`` says what the answer is for, readable (``sms.lead|SK-1|en-US|-|v1``,
+    ``user:42|v1``); ``placeholders`` maps a key to ``required`` or ``optional`` for
+    ``{first_name}`` (keys not listed must not contain one)."""
+
+    block_key: str
+    task: str
+    messages: list[dict[str, str]]
+    keys: tuple[str, ...]
+    placeholders: dict[str, str] = field(default_factory=dict)
+    hash: str | None = field(default=None, compare=False)   # set by LLMGenerator.prompt_hash
+
+    def schema(self) -> dict[str, Any]:
+        """The ``json_schema`` response format for this request's keys."""
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", f"pushgen_{self.task}")[:64]
+        return {"name": name, "strict": True,
+                "schema": {"type": "object",
+                           "properties": {k: {"type": "string"} for k in self.keys},
+                           "required": list(self.keys), "additionalProperties": False}}
 
 
-# --- retries ---------------------------------------------------------------------------------
+@dataclass
+class Answer:
+    """What ``answer_many`` found for one request. ``kind``: ``ok``; ``output`` (the model
+    never answered valid JSON: a repair may help); ``http`` (the endpoint failed: no repair);
+    ``missing`` (offline: no answer yet)."""
+
+    key: str
+    prompt_hash: str
+    block_key: str
+    fields: dict[str, str] | None
+    error: str | None = None
+    kind: str = "ok"
+    cached: bool = False
+    tokens_prompt: int = 0
+    tokens_completion: int = 0
+    calls: int = 0
+    response_format: str | None = None
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (InvalidOutput, openai.APIConnectionError)):  # includes timeouts
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
-    return False
+class MissingRequests:
+    """Requests an offline run found no answer for, spooled to a temporary file (a per-user
+    batch of a million customers does not sit in memory); only the keys stay in memory."""
 
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
 
-def retry_after_seconds(headers: Any, *, cap: float = RETRY_AFTER_CAP) -> float | None:
-    """Seconds a response asks us to wait (Retry-After in seconds or as an HTTP date, or
-    retry-after-ms), capped; None when it says nothing usable."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return min(max(float(ms) / 1000, 0.0), cap)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), cap)
+    def add(self, key: str, request: LLMRequest, body: dict[str, Any], phash: str) -> None:
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        self._file.write(json.dumps({"custom_id": key, "block_key": request.block_key,
+                                     "prompt_hash": phash, "keys": list(request.keys),
+                                     "body": body}, ensure_ascii=False) + "\n")
 
+    def __len__(self) -> int:
+        return len(self.keys)
 
-class _WaitRetryAfter:
-    """Tenacity wait: the server's Retry-After when it sent one, else exponential + jitter."""
+    def __iter__(self) -> Any:
+        """Each missing request as {custom_id, block_key, prompt_hash, keys, body}."""
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            yield json.loads(line)
+        self._file.seek(0, os.SEEK_END)
 
-    def __init__(self, base: float, cap: float) -> None:
-        self.cap = cap
-        cap_s = max(base * 16, base)
-        try:  # tenacity >= 9.1 calls the base 'multiplier'; older releases call it 'initial'
-            self.fallback = wait_exponential_jitter(multiplier=base, max=cap_s, jitter=base)
-        except TypeError:
-            self.fallback = wait_exponential_jitter(initial=base, max=cap_s, jitter=base)
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, openai.APIStatusError):
-            seconds = retry_after_seconds(exc.response.headers, cap=self.cap)
-            if seconds is not None:
-                return seconds
-        return self.fallback(state)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, openai.APITimeoutError):
-        return "request timed out"
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {exc.message}"[:300]
-    if isinstance(exc, openai.APIConnectionError):
-        return f"connection failed: {exc.__cause__ or exc}"[:300]
-    return str(exc)[:300]
-
-
-def _is_local(base_url: str | None) -> bool:
-    if not base_url:
-        return False
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host in _LOCAL_HOSTS or host.endswith(".local"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_unspecified
+    def close(self) -> None:
+        self._file.close()
 
 
 # --- the generator ---------------------------------------------------------------------------
 
 
 class LLMGenerator:
-    """Writes drafts with an LLM; see the module docstring for the guarantees.
+    """Answers LLMRequests for one model at one endpoint; see the module docstring.
 
     Not thread-safe itself: call it from one thread (it owns the db connection's thread).
+    ``offline=True`` never calls and needs no endpoint or key (dry runs, batch files).
     """
 
     def __init__(self, db: Database, *, model: str, base_url: str | None = None,
                  api_key: str | None = None, timeout: float = 30.0, concurrency: int = 8,
                  max_attempts: int = 4, temperature: float = 0.7,
                  prompt_dirs: Sequence[str | os.PathLike[str]] | None = None,
-                 backoff_base: float = 1.0, retry_after_cap: float = RETRY_AFTER_CAP) -> None:
+                 backoff_base: float = 1.0, retry_after_cap: float = RETRY_AFTER_CAP,
+                 max_failures: int = 10, max_response_bytes: int = MAX_RESPONSE_BYTES,
+                 offline: bool = False, endpoint: str | None = None) -> None:
         if not model or not model.strip():
             raise PushgenError("no LLM model given: pass --model (e.g. gpt-4o-mini, llama3.1)")
+        if concurrency < 1:
+            raise PushgenError("concurrency must be at least 1")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
-        if not api_key:
-            if not base_url:
-                raise PushgenError("no LLM endpoint configured: set OPENAI_API_KEY for "
-                                   "api.openai.com, or --base-url / OPENAI_BASE_URL for an "
-                                   "OpenAI-compatible server (e.g. http://localhost:11434/v1)")
-            if not _is_local(base_url):
-                raise PushgenError(f"no API key for {base_url}: set OPENAI_API_KEY "
-                                   "(only local servers work without one)")
-            api_key = LOCAL_KEY
-        if concurrency < 1 or max_attempts < 1 or timeout <= 0:
-            raise PushgenError("concurrency and max_attempts must be >= 1 and timeout > 0")
         self.db, self.model, self.base_url = db, model.strip(), base_url
-        self.timeout, self.concurrency, self.max_attempts = timeout, concurrency, max_attempts
-        self.temperature = temperature
-        self.backoff_base, self.retry_after_cap = backoff_base, retry_after_cap
-        self.env = _environment(prompt_dirs)
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
-                                    timeout=timeout)
-        self.calls = 0                  # real HTTP requests made, over this object's life
-        self.tokens_prompt = 0          # ... and the tokens they used
-        self.tokens_completion = 0
-        self._lock = threading.Lock()
+        self.endpoint = endpoint or normalize_endpoint(base_url)
+        self.concurrency, self.temperature, self.offline = concurrency, temperature, offline
+        self.prompts = Prompts(prompt_dirs)
+        self.client: ChatClient | None = None
+        self._known_format = llm_cache.endpoint_format(db, self.endpoint, self.model)
+        if not offline:
+            self.client = ChatClient(
+                model=self.model, base_url=base_url, api_key=api_key, timeout=timeout,
+                max_attempts=max_attempts, temperature=temperature, backoff_base=backoff_base,
+                retry_after_cap=retry_after_cap, max_failures=max_failures,
+                max_response_bytes=max_response_bytes, connections=concurrency,
+                response_format=self._known_format)
+        self._memo: OrderedDict[str, Answer] = OrderedDict()
+        # run totals
+        self.requests = 0           # distinct prompts resolved
+        self.cache_hits = 0         # ... of which the cache answered
+        self.formats: Counter[str] = Counter()
+        self.live_seconds = 0.0     # wall time spent waiting on live requests
+        self.imported_counts = (0, 0, 0)   # batch results: requests, prompt/completion tokens
+        # offline (batch) state
+        self.missing = MissingRequests()
+        self.failed_elsewhere: dict[str, tuple[str, str]] = {}   # key -> (kind, error)
+
+    # -- identities --
 
     @property
     def params(self) -> dict[str, Any]:
-        """Request parameters besides model and messages (part of the cache key)."""
-        return {"temperature": self.temperature, "response_format": {"type": "json_object"}}
+        """Request parameters besides model and messages that change the answer (part of
+        the prompt hash). The response format is not: it is recorded, not keyed."""
+        return {"temperature": self.temperature}
 
-    def build(self, ctx: MessageContext, feedback: list[str] | None = None
-              ) -> list[dict[str, str]]:
-        return build_messages(ctx, feedback=feedback, env=self.env)
+    def prompt_hash(self, request: LLMRequest) -> str:
+        """The request's prompt hash (computed once per request object)."""
+        if request.hash is None:
+            request.hash = prompt_hash(request.messages, self.model, self.params)
+        return request.hash
 
-    def dry_run(self, contexts: list[MessageContext]) -> list[list[dict[str, str]]]:
-        """The chat messages each context would send; calls nothing."""
-        return [self.build(ctx) for ctx in contexts]
+    def key(self, request: LLMRequest) -> str:
+        return llm_cache.cache_key(self.endpoint, self.prompt_hash(request))
 
-    def estimate(self, contexts: list[MessageContext]) -> dict[str, int]:
-        """Requests, cache hits and estimated prompt tokens of a run; calls nothing."""
-        hits, tokens = 0, 0
-        for ctx in contexts:
-            messages = self.build(ctx)
-            if llm_cache.get(self.db, prompt_hash(messages, self.model, self.params)):
-                hits += 1
-            else:
-                tokens += estimate_tokens(messages)
-        return {"requests": len(contexts), "cached": hits, "prompt_tokens": tokens}
+    @property
+    def live_calls(self) -> int:
+        """HTTP requests sent by this generator (retries included)."""
+        return self.client.calls if self.client else 0
 
-    def generate_many(self, contexts: list[MessageContext], *,
-                      feedback: dict[int, list[str]] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> list[LLMResult]:
-        """One LLMResult per context, in input order.
+    @property
+    def live_tokens(self) -> tuple[int, int]:
+        """Tokens of those requests (prompt, completion)."""
+        return ((self.client.tokens_prompt, self.client.tokens_completion)
+                if self.client else (0, 0))
 
-        ``feedback[i]`` lists the failed checks of context i's previous draft (one repair
-        attempt; it changes the prompt, hence the cache key). A request that keeps failing
-        yields ``LLMResult(message=None, error=...)``; a bad key or unknown model raises
-        PushgenError at once. ``progress(done, total)`` is called as drafts finish.
-        """
-        feedback = feedback or {}
-        total = len(contexts)
-        results: list[LLMResult | None] = [None] * total
-        pending: dict[str, list[int]] = {}       # prompt hash -> contexts that need it
-        requests: dict[str, tuple[list[dict[str, str]], str]] = {}
-        done = 0
+    @property
+    def calls(self) -> int:
+        """Requests this generator had the model run: live ones and imported batch results."""
+        return self.live_calls + self.imported_counts[0]
 
-        def finished(i: int, result: LLMResult) -> None:
-            nonlocal done
-            results[i] = result
-            done += 1
-            if progress:
-                progress(done, total)
+    @property
+    def tokens(self) -> tuple[int, int]:
+        live = self.live_tokens
+        return live[0] + self.imported_counts[1], live[1] + self.imported_counts[2]
 
-        for i, ctx in enumerate(contexts):
-            messages = self.build(ctx, feedback.get(i))
-            key = prompt_hash(messages, self.model, self.params)
-            hit = llm_cache.get(self.db, key)
+    def imported(self, requests: int, tokens_prompt: int, tokens_completion: int) -> None:
+        """Count batch results brought into the cache by this process as this run's cost."""
+        r, tp, tc = self.imported_counts
+        self.imported_counts = (r + requests, tp + tokens_prompt, tc + tokens_completion)
+
+    @property
+    def response_format(self) -> str:
+        """The structured-output kind requests are sent with now."""
+        if self.client is not None:
+            return self.client.format
+        return self._known_format or "json_schema"
+
+    def body(self, request: LLMRequest) -> dict[str, Any]:
+        """The Chat Completions request body (also the batch file's ``body``)."""
+        fmt = self.response_format
+        return {"model": self.model, "messages": request.messages,
+                "temperature": self.temperature,
+                "response_format": ({"type": "json_schema", "json_schema": request.schema()}
+                                    if fmt == "json_schema" else {"type": "json_object"})}
+
+    # -- answering --
+
+    def _remember(self, answer: Answer) -> None:
+        self._memo[answer.key] = answer
+        self._memo.move_to_end(answer.key)
+        while len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
+
+    def answer_many(self, requests: Iterable[LLMRequest], *,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Answer]:
+        """An Answer per distinct request, by cache key. Raises LLMStop (a PushgenError) when
+        the run must stop: bad key, unknown model, circuit breaker open."""
+        wanted: dict[str, LLMRequest] = {}
+        for r in requests:
+            wanted.setdefault(self.key(r), r)
+        out: dict[str, Answer] = {}
+        fresh = [k for k in wanted if k not in self._memo]
+        for k in wanted:
+            if k in self._memo:
+                # Answered earlier in this run: its cost was counted then.
+                out[k] = replace(self._memo[k], tokens_prompt=0, tokens_completion=0, calls=0)
+                self._memo.move_to_end(k)
+        hits = llm_cache.get_many(self.db, fresh) if fresh else {}
+        todo: list[str] = []
+        for k in fresh:
+            req = wanted[k]
+            hit = hits.get(k)
             if hit is not None:
                 try:
-                    fields = parse_fields(hit.content, ctx.settings.channel)
-                    finished(i, LLMResult(finish_message(fields, ctx), None, self.model, key,
-                                          cached=True))
-                    continue
+                    fields = parse_fields(hit.content, req.keys)
                 except InvalidOutput:
-                    pass  # a stale entry from an older parser: ask again
-            pending.setdefault(key, []).append(i)
-            requests[key] = (messages, ctx.settings.channel)
+                    fields = None   # a stale entry from an older parser: ask again
+                if fields is not None:
+                    ans = Answer(k, self.prompt_hash(req), req.block_key, fields, cached=True,
+                                 response_format=hit.response_format)
+                    self.requests += 1
+                    self.cache_hits += 1
+                    self.formats[hit.response_format or "unknown"] += 1
+                    self._remember(ans)
+                    out[k] = ans
+                    continue
+            if self.offline:
+                failed = self.failed_elsewhere.get(k)
+                if failed is not None:
+                    ans = Answer(k, self.prompt_hash(req), req.block_key, None,
+                                 error=failed[1], kind=failed[0])
+                    self.requests += 1
+                    self._remember(ans)
+                else:
+                    ans = Answer(k, self.prompt_hash(req), req.block_key, None,
+                                 error="no answer yet (waiting for a batch)", kind="missing")
+                    self.missing.add(k, req, self.body(req), self.prompt_hash(req))
+                out[k] = ans
+                continue
+            todo.append(k)
+        if todo:
+            out.update(self._live({k: wanted[k] for k in todo}, progress))
+        return out
 
-        if pending:
-            pool = ThreadPoolExecutor(max_workers=self.concurrency,
-                                      thread_name_prefix="pushgen-llm")
-            try:
-                futures: dict[Future[_Answer], str] = {
-                    pool.submit(self._request, *requests[key]): key for key in pending}
-                remaining = set(futures)
-                while remaining:
-                    ready, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                    for fut in ready:
-                        key = futures[fut]
-                        self._collect(fut, key, requests[key][0], contexts, pending[key],
-                                      finished)
-            except _Fatal as exc:
-                # Requests still in flight finish in the background; they touch no database.
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise PushgenError(str(exc)) from None
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
-        return [r for r in results if r is not None]
-
-    def _collect(self, fut: Future[_Answer], key: str, messages: list[dict[str, str]],
-                 contexts: list[MessageContext], indexes: list[int],
-                 finished: Callable[[int, LLMResult], None]) -> None:
-        """Main thread: cache a finished request and hand its result to every context."""
+    def _live(self, todo: dict[str, LLMRequest], progress: Callable[[int, int], None] | None
+              ) -> dict[str, Answer]:
+        """Ask the endpoint for every request in ``todo`` (worker threads), caching answers
+        on this thread as they arrive."""
+        assert self.client is not None
+        client = self.client
+        out: dict[str, Answer] = {}
+        total, done = len(todo), 0
+        started = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="pushgen-llm")
         try:
-            ans = fut.result()
-        except _Fatal:
+            futures: dict[Future[Any], str] = {
+                pool.submit(client.complete, r.messages, r.schema(),
+                            lambda content, keys=r.keys: parse_fields(content, keys)): k
+                for k, r in todo.items()}
+            remaining = set(futures)
+            while remaining:
+                ready, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    k = futures[fut]
+                    out[k] = self._collect(fut, k, todo[k])
+                    done += 1
+                    if progress:
+                        progress(done, total)
+        except BaseException:
+            client.breaker.open.set()     # in-flight requests stop at their next read
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
-        except _Failed as exc:
-            for i in indexes:
-                finished(i, LLMResult(None, exc.error, self.model, key, exc.tokens_prompt,
-                                      exc.tokens_completion, calls=exc.calls))
-            return
-        llm_cache.put(self.db, key, model=self.model,
-                      request={"messages": messages, "params": self.params},
-                      content=ans.content, tokens_prompt=ans.tokens_prompt,
-                      tokens_completion=ans.tokens_completion)
-        for n, i in enumerate(indexes):
-            # Identical prompts share one call; the first context carries its cost.
-            first = n == 0
-            finished(i, LLMResult(finish_message(ans.fields, contexts[i]), None, self.model,
-                                  key, ans.tokens_prompt if first else 0,
-                                  ans.tokens_completion if first else 0, cached=not first,
-                                  calls=ans.calls if first else 0))
+        finally:
+            self.live_seconds += time.perf_counter() - started
+        pool.shutdown(wait=True)
+        if client.format != self._known_format:
+            llm_cache.remember_format(self.db, self.endpoint, self.model, client.format)
+            self._known_format = client.format
+        return out
 
-    def _request(self, messages: list[dict[str, str]], channel: str) -> _Answer:
-        """Worker thread: call the endpoint with retries until a valid answer (no db here)."""
-        used = {"calls": 0, "prompt": 0, "completion": 0}
-
-        def attempt() -> _Answer:
-            with self._lock:
-                self.calls += 1
-            used["calls"] += 1
-            resp = self.client.chat.completions.create(
-                model=self.model, messages=messages,  # type: ignore[arg-type]
-                temperature=self.temperature, response_format={"type": "json_object"})
-            usage = resp.usage
-            tp = int(getattr(usage, "prompt_tokens", 0) or 0)
-            tc = int(getattr(usage, "completion_tokens", 0) or 0)
-            used["prompt"] += tp
-            used["completion"] += tc
-            with self._lock:
-                self.tokens_prompt += tp
-                self.tokens_completion += tc
-            if not resp.choices:
-                raise InvalidOutput("answer has no choices")
-            content = resp.choices[0].message.content
-            fields = parse_fields(content, channel)
-            return _Answer(fields, content or "", used["prompt"], used["completion"],
-                           used["calls"])
-
-        retrying = Retrying(stop=stop_after_attempt(self.max_attempts),
-                            wait=_WaitRetryAfter(self.backoff_base, self.retry_after_cap),
-                            retry=retry_if_exception(_retryable), reraise=True)
+    def _collect(self, fut: Future[Any], key: str, req: LLMRequest) -> Answer:
+        """Main thread: cache a finished request's answer."""
+        phash = self.prompt_hash(req)
+        self.requests += 1
         try:
-            return retrying(attempt)
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise _Fatal(f"the LLM endpoint refused the API key ({_describe(exc)}): check "
-                         f"OPENAI_API_KEY / --api-key for {self.base_url or 'api.openai.com'}"
-                         ) from None
-        except openai.NotFoundError as exc:
-            raise _Fatal(f"model {self.model!r} not found at "
-                         f"{self.base_url or 'api.openai.com'} ({_describe(exc)}): check "
-                         "--model and --base-url") from None
-        except (openai.OpenAIError, InvalidOutput) as exc:  # this draft's failure only
-            raise _Failed(f"LLM failed after {used['calls']} attempt(s): {_describe(exc)}",
-                          used["calls"], used["prompt"], used["completion"]) from None
+            fields, done = fut.result()
+        except LLMStop:
+            raise
+        except RequestFailed as exc:
+            ans = Answer(key, phash, req.block_key, None, error=exc.error, kind=exc.kind,
+                         tokens_prompt=exc.tokens_prompt,
+                         tokens_completion=exc.tokens_completion, calls=exc.calls)
+            self._remember(ans)
+            return ans
+        llm_cache.put_many(self.db, [llm_cache.NewAnswer(
+            key=key, model=self.model, endpoint=self.endpoint, prompt_hash=phash,
+            request={"messages": req.messages, "params": self.params},
+            content=done.content, tokens_prompt=done.tokens_prompt,
+            tokens_completion=done.tokens_completion, block_key=req.block_key,
+            response_format=done.response_format, source="live")])
+        self.formats[done.response_format] += 1
+        ans = Answer(key, phash, req.block_key, fields, tokens_prompt=done.tokens_prompt,
+                     tokens_completion=done.tokens_completion, calls=done.calls,
+                     response_format=done.response_format)
+        self._remember(ans)
+        return ans
+
+    def close(self) -> None:
+        self.missing.close()
+        if self.client is not None:
+            self.client.close()
 
 
-class _Failed(Exception):
-    """A request that failed for good; carries what it cost."""
-
-    def __init__(self, error: str, calls: int, tokens_prompt: int, tokens_completion: int
-                 ) -> None:
-        super().__init__(error)
-        self.error, self.calls = error, calls
-        self.tokens_prompt, self.tokens_completion = tokens_prompt, tokens_completion
-
-
-__all__ = ["LLMGenerator", "LLMResult", "InvalidOutput", "build_messages", "prompt_hash",
-           "parse_fields", "finish_message", "estimate_tokens", "retry_after_seconds",
-           "MODEL_FIELDS", "DATA_OPEN", "DATA_CLOSE"]
+__all__ = ["LLMGenerator", "LLMRequest", "Answer", "MissingRequests", "Prompts", "InvalidOutput",
+           "parse_fields", "prompt_hash", "estimate_tokens", "retry_after_seconds",
+           "item_data", "data_json", "feedback_lines", "DATA_OPEN", "DATA_CLOSE"]

@@ -325,8 +325,12 @@ class Renderer:
 
     # -- rendering --
 
-    def render(self, ctx: MessageContext, *, template: str | None = None) -> RenderedMessage:
-        """Render ``ctx`` with the named template (default: the campaign's) and fit limits."""
+    def render(self, ctx: MessageContext, *, template: str | None = None,
+               extra: dict[str, Any] | None = None) -> RenderedMessage:
+        """Render ``ctx`` with the named template (default: the campaign's) and fit limits.
+
+        ``extra``: more variables for the template (the LLM path passes the model's copy
+        blocks as ``llm``)."""
         settings = ctx.settings
         channel = settings.channel
         if channel not in CHANNEL_FIELDS:
@@ -351,6 +355,7 @@ class Renderer:
             "opt_out": opt_out_line(locale), "site_url": settings.site_url,
             "unsubscribe_url": ctx.unsubscribe_url,
             "title_max": None,
+            **(extra or {}),
         }
         if channel == "sms":
             fields = self._render_sms(compiled, base, items, settings.sms_max_segments, locale)
@@ -521,12 +526,13 @@ def get_renderer(template_dirs: Sequence[str | os.PathLike[str]] | None = None) 
 
 
 def render(ctx: MessageContext, *, template: str | None = None,
-           template_dirs: Sequence[str | os.PathLike[str]] | None = None) -> RenderedMessage:
+           template_dirs: Sequence[str | os.PathLike[str]] | None = None,
+           extra: dict[str, Any] | None = None) -> RenderedMessage:
     """Render one message for ``ctx`` (template default: ``ctx.settings.template``).
 
     Raises PushgenError naming the file and line for a template mistake.
     """
-    return get_renderer(template_dirs).render(ctx, template=template)
+    return get_renderer(template_dirs).render(ctx, template=template, extra=extra)
 
 
 def list_templates(template_dirs: Sequence[str | os.PathLike[str]] | None = None

@@ -185,7 +185,7 @@ def existing_variants(db: Database, campaign_id: int, user_ids: Sequence[int]
 _DRAFT_COLUMNS = ("campaign_id", "user_id", "channel", "variant", "locale", "content", "items",
                   "generator", "template_name", "model", "prompt_hash", "tokens_prompt",
                   "tokens_completion", "checks", "passed", "flag", "status", "version",
-                  "created_at", "updated_at")
+                  "created_at", "updated_at", "llm_meta")
 
 
 # Review actions that mean a person looked at a draft: --regenerate never rewrites it.
@@ -226,7 +226,7 @@ def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bo
             dumps(r["content"]), dumps(r["items"]), r["generator"], r.get("template_name"),
             r.get("model"), r.get("prompt_hash"), r.get("tokens_prompt", 0),
             r.get("tokens_completion", 0), dumps(r["checks"]), int(r["passed"]), r.get("flag"),
-            "draft", 1, now, now))
+            "draft", 1, now, now, dumps(r["llm_meta"]) if r.get("llm_meta") else None))
     cols = ", ".join(_DRAFT_COLUMNS)
     marks = ", ".join("?" for _ in _DRAFT_COLUMNS)
     insert = f"INSERT OR IGNORE INTO drafts ({cols}) VALUES ({marks})"

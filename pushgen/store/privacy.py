@@ -107,6 +107,10 @@ def erase_customer(db: Database, user_id: int, *, needles: Sequence[str],
         counts["llm_cache"] = db.execute(
             f"DELETE FROM llm_cache WHERE {_needle_where(needles)}",
             _needle_params(needles)).rowcount
+        if "llm_batch_requests" in have:   # per-user batch prompts name the customer
+            where = " OR ".join("instr(request, ?) > 0" for _ in needles) or "0"
+            counts["llm_batch_requests"] = db.execute(
+                f"DELETE FROM llm_batch_requests WHERE {where}", list(needles)).rowcount
         db.execute(
             "UPDATE users SET external_id = 'erased-' || id, name = NULL, email = NULL, "
             "phone = NULL, timezone = NULL, push_token = NULL, attributes = '{}', "

@@ -281,3 +281,112 @@ def _export_journal(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX exports_state ON exports(state)")
+
+
+@migrations(name="0400_llm_cache_endpoint")
+def _llm_cache_endpoint(db: Database) -> None:
+    # The cache key now covers the endpoint (another server with the same model name is
+    # another cache), and a row says which block it answers and how it was asked. Rows made
+    # before this migration keep their old keys, which no new request matches.
+    for column in ("endpoint", "block_key", "prompt_hash", "response_format", "source"):
+        db.execute(f"ALTER TABLE llm_cache ADD COLUMN {column} TEXT")
+    # Per endpoint and model: the structured-output kind it accepts (json_schema or, after
+    # a refusal, json_object), so later runs do not ask again.
+    db.execute(
+        """
+        CREATE TABLE llm_endpoints (
+            endpoint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            response_format TEXT NOT NULL,   -- json_schema | json_object
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (endpoint, model)
+        )"""
+    )
+
+
+@migrations(name="0400_llm_runs")
+def _llm_runs(db: Database) -> None:
+    # What each LLM drafting run cost: requests sent, answers reused, tokens, estimated cost
+    # (the price table's numbers at the time; NULL when the model had no price).
+    db.execute(
+        """
+        CREATE TABLE llm_runs (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            mode TEXT NOT NULL,              -- blocks | per-user
+            via TEXT NOT NULL,               -- live | batch | file
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            drafts INTEGER NOT NULL DEFAULT 0,          -- LLM drafts written
+            requests INTEGER NOT NULL DEFAULT 0,        -- distinct prompts the drafts needed
+            cache_hits INTEGER NOT NULL DEFAULT 0,      -- ... answered from the cache
+            calls INTEGER NOT NULL DEFAULT 0,           -- HTTP requests sent (retries included)
+            saved_by_blocks INTEGER NOT NULL DEFAULT 0, -- drafts minus distinct prompts
+            repaired INTEGER NOT NULL DEFAULT 0,
+            fallbacks INTEGER NOT NULL DEFAULT 0,
+            tokens_prompt INTEGER NOT NULL DEFAULT 0,
+            tokens_completion INTEGER NOT NULL DEFAULT 0,
+            price_input REAL,                -- per 1M tokens
+            price_output REAL,
+            formats TEXT NOT NULL DEFAULT '{}',  -- JSON: {json_schema: n, json_object: n}
+            started_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX llm_runs_campaign ON llm_runs(campaign_id)")
+
+
+@migrations(name="0400_llm_batches")
+def _llm_batches(db: Database) -> None:
+    # Batch submissions (OpenAI Batch API, or a JSONL file for vLLM run-batch) and the
+    # requests in each, so a batch can be collected by a later process, any number of times.
+    db.execute(
+        """
+        CREATE TABLE llm_batches (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,              -- api | file
+            submission TEXT NOT NULL UNIQUE, -- our id, also in the provider batch's metadata
+            endpoint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            mode TEXT NOT NULL,              -- blocks | per-user
+            settings TEXT NOT NULL DEFAULT '{}',  -- JSON: temperature, prices, ...
+            batch_id TEXT,                   -- the provider's batch id
+            input_file_id TEXT,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            path TEXT,                       -- kind 'file': where the JSONL was written
+            status TEXT NOT NULL,            -- preparing | uploaded | validating | in_progress
+                                             -- | finalizing | completed | expired | failed
+                                             -- | cancelled | written
+            collected INTEGER NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            answered INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX llm_batches_campaign ON llm_batches(campaign_id, collected)")
+    db.execute(
+        """
+        CREATE TABLE llm_batch_requests (
+            batch INTEGER NOT NULL REFERENCES llm_batches(id) ON DELETE CASCADE,
+            custom_id TEXT NOT NULL,         -- the cache key of the answer
+            block_key TEXT,
+            prompt_hash TEXT NOT NULL,
+            request TEXT NOT NULL,           -- JSON: messages and parameters
+            status TEXT NOT NULL DEFAULT 'pending',   -- pending | answered | failed
+            error TEXT,
+            PRIMARY KEY (batch, custom_id)
+        )"""
+    )
+    db.execute("CREATE INDEX llm_batch_requests_key ON llm_batch_requests(custom_id, status)")
+
+
+@migrations(name="0400_llm_draft_meta")
+def _llm_draft_meta(db: Database) -> None:
+    # An LLM draft's provenance beyond model and prompt hash: mode, the blocks it was
+    # assembled from (key, hash, cached or not) and the structured-output kind used.
+    db.execute("ALTER TABLE drafts ADD COLUMN llm_meta TEXT")

@@ -1,0 +1,63 @@
+"""A small trained demo shop for the LLM drafting tests (built once per test module)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+from pushgen.config import load_campaign_config
+from pushgen.demo import build_demo_shop
+from pushgen.ranker import TrainParams, train
+from pushgen.store import open_store
+
+
+def build_shop(folder: Path, *, users: int = 300, items: int = 80) -> Path:
+    db = open_store(folder / "shop.db")
+    build_demo_shop(db, seed=3, n_users=users, n_items=items, n_events=users * 20)
+    train(db, TrainParams(epochs=5, components=16))
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.conn.close()
+    return folder
+
+
+def copy_shop(folder: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "shop"
+    shutil.copytree(folder, dest)
+    return dest / "shop.db"
+
+
+def rows(db_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    con = sqlite3.connect(db_path)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def drafts(db_path: Path, campaign: str) -> list[dict]:
+    """Every draft of a campaign with its user, as dicts (content, items, checks decoded)."""
+    out = []
+    for (did, uid, ext, name, locale, email, phone, content, items, checks, passed, generator,
+         flag, meta, tname) in rows(db_path, """
+            SELECT d.id, u.id, u.external_id, u.name, d.locale, u.email, u.phone, d.content,
+                   d.items, d.checks, d.passed, d.generator, d.flag, d.llm_meta,
+                   d.template_name
+            FROM drafts d JOIN users u ON u.id = d.user_id JOIN campaigns c
+            ON c.id = d.campaign_id WHERE c.name = ? ORDER BY d.id""", (campaign,)):
+        out.append({"id": did, "user_id": uid, "external_id": ext, "name": name,
+                    "locale": locale, "email": email, "phone": phone,
+                    "content": json.loads(content), "items": json.loads(items),
+                    "checks": json.loads(checks), "passed": bool(passed),
+                    "generator": generator, "flag": flag, "template_name": tname,
+                    "meta": json.loads(meta) if meta else None})
+    return out
+
+
+def config(name: str, channel: str, limit: int | None = None, **settings):
+    cfg = load_campaign_config(None, name=name, channel=channel)
+    cfg.audience.limit = limit
+    for k, v in settings.items():
+        setattr(cfg.settings, k, v)
+    return cfg
