@@ -247,6 +247,12 @@ def test_parse_fields_strict():
                 '["A"]', '{"title": "A", "body": ""}', "nope"):
         with pytest.raises(InvalidOutput):
             parse_fields(bad, ("title", "body"))
+    # A line break in a one-line field is refused (header injection), not silently joined.
+    with pytest.raises(InvalidOutput, match="subject .*one line"):
+        parse_fields('{"subject": "Hi\\r\\nX-Evil: 1"}', ("subject",))
+    with pytest.raises(InvalidOutput, match="control characters"):
+        parse_fields('{"text": "Hi\\u0000there"}', ("text",))
+    assert parse_fields('{"text": "Hi\\nthere"}', ("text",)) == {"text": "Hi\nthere"}
 
 
 def test_configuration_errors(db, monkeypatch):

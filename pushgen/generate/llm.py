@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jinja2
 from sqlite_utils import Database
 
+from ..channels import control_chars
 from ..errors import PushgenError
 from ..messages import ItemFacts
 from ..store import dumps
@@ -150,6 +151,10 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
 _FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
+# Answer keys that become single-line fields (mail headers, notification titles).
+ONE_LINE_KEYS = frozenset({"subject", "preheader", "title", "body"})
+
+
 def parse_fields(content: str | None, keys: Sequence[str]) -> dict[str, str]:
     """The model's JSON answer as {key: text}; InvalidOutput unless it has exactly ``keys``,
     all non-empty strings. A ```json fence around it is tolerated."""
@@ -171,6 +176,14 @@ def parse_fields(content: str | None, keys: Sequence[str]) -> dict[str, str]:
     bad = [k for k in keys if not isinstance(obj[k], str) or not obj[k].strip()]
     if bad:
         raise InvalidOutput(f"answer fields not non-empty text: {', '.join(bad)}")
+    for k in keys:
+        # A line break in a subject or title is refused, never silently joined: it is how a
+        # header is injected. Other control characters are refused everywhere.
+        found = control_chars(obj[k].strip(), "" if k in ONE_LINE_KEYS else "\n\t")
+        if found:
+            shown = ", ".join(repr(c) for c in found[:3])
+            raise InvalidOutput(f"answer field {k} contains control characters ({shown}); "
+                                f"{'write it on one line' if k in ONE_LINE_KEYS else 'remove them'}")
     return {k: obj[k].strip() for k in keys}
 
 
