@@ -1,5 +1,5 @@
-"""Data commands: ``pushgen import users|items|events|unsubscribes``, ``pushgen demo``,
-``pushgen stats``."""
+"""Data commands: ``pushgen import users|items|events|unsubscribes|outcomes``,
+``pushgen demo``, ``pushgen stats``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ..store import open_store, table_counts
 from ..store import catalog
 from .app import DEFAULT_DB, DbOption, app, sub_app
 
-IMPORT_HELP = f"""Import customers, products, events or opt-out lists from shop exports.
+IMPORT_HELP = f"""Import customers, products, events, opt-out lists, or campaign outcomes.
 
 Files: CSV (delimiter , ; tab or | found by itself), JSON Lines, Parquet and .xlsx (the
 last two need [bold]pip install 'pushgen\\[formats]'[/]). UTF-8 unless --encoding says
@@ -126,6 +126,9 @@ _COLUMNS = {
                ("skipped", None)),
     "unsubscribes": (("rows", "rows"), ("recorded", "inserted"), ("switched off", "updated"),
                      ("already", "unchanged"), ("rejected", "rejected")),
+    "outcomes": (("rows", "rows"), ("recorded", "inserted"), ("already", "unchanged"),
+                 ("events created", "events_created"), ("opt-outs", "opt_outs"),
+                 ("rejected", "rejected"), ("skipped", None)),
 }
 _DEFAULT_COLUMNS = (("rows read", "rows"), ("inserted", "inserted"), ("updated", "updated"),
                     ("unchanged", "unchanged"), ("rejected", "rejected"))
@@ -151,6 +154,11 @@ def _print_report(console: Console, report: ImportReport) -> None:
     if report.kind == "unsubscribes" and report.rows:
         say(f"{report.inserted:,} opt-outs recorded ({report.updated:,} consents switched off), "
             f"{report.unchanged:,} already on record")
+    if report.kind == "outcomes" and report.rows:
+        say(f"{report.inserted:,} outcomes recorded, {report.unchanged:,} already on record; "
+            f"{report.events_created:,} click/purchase events added for the next `pushgen "
+            f"train`; {report.opt_outs:,} consents switched off (unsubscribed, complained, "
+            "hard bounces): those customers are not drafted or exported on that channel again")
     if report.users_created or report.items_created:
         say(f"created {report.users_created:,} customers and {report.items_created:,} products "
             "that were not in the store yet (consent only where the file gives it: import "
@@ -301,6 +309,35 @@ def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOptio
     _run_import("unsubscribes", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=False, nulls=null, encoding=encoding,
                 trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
+
+
+@import_app.command("outcomes")
+def import_outcomes(file: FileArgument, map: MapOption = None, set: SetOption = None,
+                    date_format: DateFormatOption = None, delimiter: DelimiterOption = None,
+                    decimal_comma: DecimalCommaOption = False, null: NullOption = None,
+                    encoding: EncodingOption = "utf-8", trim: TrimOption = True,
+                    sheet: SheetOption = None, skip_invalid: SkipOption = False,
+                    rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
+    """Bring back what the sending platform reports about exported messages.
+
+    Columns: draft_id (every export has it) or campaign + user (external id);
+    event: sent, delivered, bounced, opened, clicked, converted, unsubscribed,
+    complained (open, click, hard_bounce, spamreport... are read too); ts;
+    optional value (order value of a conversion), item (sku clicked or bought),
+    bounce (hard or soft; a bounce the platform does not call hard is soft).
+    Unsubscribed, complained and hard bounces switch the customer's consent for
+    the channel off at once; clicks and conversions with an item become click
+    and purchase events for the next train. An outcome for a message that was
+    never exported is an error. Re-importing the same file changes nothing.
+
+    Then: [bold]pushgen report --campaign NAME[/]
+
+    Example: [bold]pushgen import outcomes esp-events.csv --map event=EventType --map ts=Timestamp[/]
+    """
+    _run_import("outcomes", file, db, maps=map, sets=set, date_formats=date_format,
+                delimiter=delimiter, decimal_comma=decimal_comma, nulls=null,
+                encoding=encoding, trim=trim, sheet=sheet, skip_invalid=skip_invalid,
+                rejects=rejects)
 
 
 def run_demo(db_path: Path, seed: int, n_users: int, n_items: int, console: Console, *,

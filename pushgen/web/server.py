@@ -304,6 +304,27 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
             flash(str(exc), "error")
         return back(f, None)
 
+    @app.get("/results")
+    def results() -> str:
+        """The Results tab: a campaign's funnel, variants, uplift and send times (read-only;
+        with --allow-remote it needs the token cookie like every page)."""
+        from ..results.page import context
+        from ..results.report import campaign_results
+
+        conn = db()
+        names = store.campaign_names(conn)
+        wanted = (request.args.get("campaign") or "").strip()
+        campaign = wanted or (names[0] if names else "")
+        extra: dict[str, Any] = {}
+        if campaign:
+            try:
+                extra = context(campaign_results(conn, campaign))
+            except PushgenError as exc:
+                flash(str(exc), "error")
+        return render_template("results.html", names=names, campaign=campaign,
+                               can_write=g.can_write,
+                               messages=get_flashed_messages(with_categories=True), **extra)
+
     @app.get("/api/sms-info")
     def api_sms_info() -> Response:
         """Live counter for the edit form, computed by the one SMS rule implementation."""
