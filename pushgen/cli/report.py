@@ -70,10 +70,13 @@ def print_results(r: CampaignResults, out: Console = console) -> None:
                       *[_compact(g.rates[s]) for s in stages],
                       f"{g.revenue_per_recipient:,.2f}")
         out.print(t)
-        for c in r.comparisons:
-            if c.dimension == dim:
-                mark = "[green]●[/]" if c.diff.significant else "○"
-                out.print(f"  {mark} {escape(c.verdict)}", highlight=False, soft_wrap=True)
+        shown, hidden = r.verdicts(dim)
+        for c in shown:
+            mark = "[green]●[/]" if c.diff.significant else "○"
+            out.print(f"  {mark} {escape(c.verdict)}", highlight=False, soft_wrap=True)
+        if hidden:
+            out.print(f"  ○ {hidden} other difference(s) by {dim}: none significant "
+                      "(could be chance)", highlight=False)
     if r.uplift:
         t = Table("group", "customers", "bought in window", "purchase rate [95% CI]",
                   "uplift [95% CI]", "p-value", title="Uplift over the hold-out",

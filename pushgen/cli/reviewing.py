@@ -20,6 +20,8 @@ from ..errors import PushgenError
 from ..export import FORMATS, ExportReport, export_campaign, parse_send_at
 from ..messages import CHANNEL_FIELDS
 from ..store import open_store
+from ..store.assignments import split as split_counts
+from ..store.outcomes import consent_note
 from .app import DEFAULT_DB, DbOption, app, sub_app
 
 console = Console()
@@ -81,14 +83,16 @@ def copy_panel(d: rv.DraftView) -> Panel:
     return Panel(body, title=title, title_align="left", expand=False)
 
 
-def print_draft(d: rv.DraftView, out: Console = console) -> None:
-    """Everything a reviewer needs about one draft."""
+def print_draft(d: rv.DraftView, out: Console = console, db=None) -> None:
+    """Everything a reviewer needs about one draft (``db``: also why a consent is off)."""
     out.print(f"[bold]Draft {d.id}[/] · campaign {escape(d.campaign)} · {d.channel} · "
               f"variant {d.variant} · [{_status_style(d.status)}]{d.status}[/] · "
               f"version {d.version}")
     who = escape(d.user_name or "(no name)")
+    why = consent_note(db, d.user_id, d.channel) if db is not None and not d.consent else None
     out.print(f"To {who} ({escape(d.user_external_id)}) · {escape(_segment(d))}"
-              + ("" if d.consent else f" · [red]no {d.channel} consent now[/]"))
+              + ("" if d.consent else f" · [red]no {d.channel} consent now"
+                 + (f": {escape(why)}" if why else "") + " (skipped at export)[/]"))
     gen = d.generator + (f" {d.template_name}" if d.template_name else "") \
         + (f" · model {d.model} · tokens {d.tokens_prompt}+{d.tokens_completion}"
            if d.model else "")
@@ -270,6 +274,12 @@ def list_cmd(
                  d.locale, f"[{_status_style(d.status)}]{d.status}[/]", str(d.version), checks]
         t.add_row(*cells, escape(preview)) if room >= 12 else t.add_row(*cells)
     console.print(t)
+    if campaign:
+        split = split_counts(store, rv.campaign_id(store, campaign))
+        if split:
+            console.print("A/B split: " + " · ".join(
+                f"{'hold-out (no message)' if v == 0 else f'variant {v}'} {n:,}"
+                for v, n in sorted(split.items())), highlight=False)
     if total > offset + len(rows):
         console.print(f"[dim]{total - offset - len(rows)} more: use --offset "
                       f"{offset + len(rows)}[/]")
@@ -282,7 +292,8 @@ def show_cmd(draft_id: Annotated[int, typer.Argument(help="Draft id.")],
 
     Example: pushgen review show 12
     """
-    print_draft(rv.get_draft(_open(db), draft_id))
+    store = _open(db)
+    print_draft(rv.get_draft(store, draft_id), db=store)
 
 
 @review.command("approve")
@@ -407,7 +418,7 @@ def next_cmd(
         if d.status != "draft":
             continue  # decided by someone else meanwhile
         console.rule(f"{n} of {len(ids)}")
-        print_draft(d)
+        print_draft(d, db=store)
         while True:
             console.print("[bold]a[/]pprove  [bold]r[/]eject  [bold]e[/]dit  [bold]s[/]kip  "
                           "[bold]q[/]uit > ", end="")

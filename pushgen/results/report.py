@@ -130,6 +130,17 @@ class CampaignResults:
     definitions: list[str] = field(default_factory=lambda: list(DEFINITIONS))
     notes: list[str] = field(default_factory=list)
 
+    def verdicts(self, dimension: str) -> tuple[list[Comparison], int]:
+        """The comparisons worth reading for one dimension, and how many are left out:
+        every one for variants and generators (the point of an A/B test), only significant
+        ones for versions, locales and segments (many small groups; most differences there
+        are chance)."""
+        found = [c for c in self.comparisons if c.dimension == dimension]
+        if dimension in ("variant", "generator"):
+            return found, 0
+        shown = [c for c in found if c.diff.significant]
+        return shown, len(found) - len(shown)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "campaign": self.campaign, "channel": self.channel,
@@ -207,7 +218,7 @@ def _iso(d: _dt.datetime) -> str:
     return d.astimezone(_dt.timezone.utc).isoformat()
 
 
-def _uplifts(db: Database, campaign_id: int, window: dict[str, Any]
+def _uplifts(db: Database, campaign_id: int, window: dict[str, Any], picks: dict[int, str]
              ) -> tuple[list[Uplift], dict[int, tuple[int, int]]]:
     by_variant = store.purchasers_by_variant(db, campaign_id, window["start"], window["end"])
     n0, b0 = by_variant.get(0, (0, 0))
@@ -217,7 +228,8 @@ def _uplifts(db: Database, campaign_id: int, window: dict[str, Any]
     treated = [(v, n, b) for v, (n, b) in sorted(by_variant.items()) if v != 0]
     rows = [("all variants", sum(n for _, n, _ in treated), sum(b for _, _, b in treated))]
     if len(treated) > 1:
-        rows += [(f"variant {v}", n, b) for v, n, b in treated]
+        rows += [(f"variant {v}" + (" (random pick)" if picks.get(v) == "random" else ""), n, b)
+                 for v, n, b in treated]
     out = []
     for label, n, b in rows:
         rate = wilson(b, n)
@@ -272,7 +284,7 @@ def campaign_results(db: Database, campaign: str, *, attribution_days: int | Non
         first, last = store.send_range(db, meta["id"])
         start, end = _parse(first), _parse(last) + _dt.timedelta(days=days)
         window = {"start": _iso(start), "end": _iso(end), "attribution_days": days}
-        uplift, by_variant = _uplifts(db, meta["id"], window)
+        uplift, by_variant = _uplifts(db, meta["id"], window, picks)
         if not split.get(0):
             notes.append("no hold-out group, so the campaign's effect on sales cannot be "
                          "measured: set [ab] holdout = 0.1 in the campaign config before "

@@ -82,6 +82,15 @@ def consent_reasons(db: Database, user_id: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+def consent_note(db: Database, user_id: int, channel: str) -> str | None:
+    """Why the customer's consent for ``channel`` is off, for reviewers: "unsubscribed
+    (esp-events.csv:14, 2026-12-01)", or None when no consent event says."""
+    last = consent_reasons(db, user_id).get(channel)
+    if last is None or last["consent"]:
+        return None
+    return f"{last['reason'] or 'opted out'} ({last['source']}, {str(last['at'])[:10]})"
+
+
 # --- results ---------------------------------------------------------------------------------
 
 def campaign_meta(db: Database, name: str) -> dict[str, Any] | None:
@@ -164,12 +173,31 @@ def local_send_hours(db: Database, campaign_id: int) -> list[int]:
     return counts
 
 
+def messages_to_simulate(db: Database, campaign: str) -> list[dict[str, Any]]:
+    """Exported messages of ``campaign`` (the demo's simulation): draft, customer, lead
+    item and planned send time, in draft order."""
+    rows = _rows(db, """
+        SELECT d.id AS draft_id, u.external_id, json_extract(d.items, '$[0].sku') AS sku,
+               coalesce(s.send_at, d.exported_at) AS send_at
+        FROM drafts d JOIN campaigns c ON c.id = d.campaign_id JOIN users u ON u.id = d.user_id
+        LEFT JOIN send_times s ON s.draft_id = d.id
+        WHERE c.name = ? AND d.exported_at IS NOT NULL ORDER BY d.id""", [campaign])
+    return [r for r in rows if r["sku"]]
+
+
+def assigned_customers(db: Database, campaign: str) -> list[str]:
+    """External ids of every customer assigned to ``campaign`` (hold-out included)."""
+    return [r[0] for r in db.execute(
+        "SELECT u.external_id FROM assignments a JOIN campaigns c ON c.id = a.campaign_id "
+        "JOIN users u ON u.id = a.user_id WHERE c.name = ? ORDER BY a.user_id", [campaign])]
+
+
 def outcome_count(db: Database, campaign_id: int) -> int:
     return db.execute("SELECT count(*) FROM outcomes o JOIN drafts d ON d.id = o.draft_id "
                       "WHERE d.campaign_id = ?", [campaign_id]).fetchone()[0]
 
 
 __all__ = ["draft_target", "exported_draft_of", "campaign_exists", "insert_outcome",
-           "add_outcome_event", "consent_reasons", "campaign_meta", "exported_messages",
+           "add_outcome_event", "consent_reasons", "consent_note", "campaign_meta", "exported_messages",
            "send_range", "purchasers_by_variant", "platform_only_purchases",
-           "local_send_hours", "outcome_count"]
+           "local_send_hours", "outcome_count", "messages_to_simulate", "assigned_customers"]
