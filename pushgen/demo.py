@@ -482,6 +482,22 @@ def _when(t: _dt.datetime) -> str:
     return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def hidden_tastes(db: Database) -> tuple[DemoData, dict[str, int], dict[str, int], np.ndarray]:
+    """The demo shop's data rebuilt from its seed, the row of each customer and column of
+    each item, and each customer's taste for each item z-scored against their taste for the
+    whole catalog (how much more than usual they like it)."""
+    params = get_meta(db, DEMO_PARAMS_KEY)
+    stored_end = get_meta(db, DEMO_END_KEY)
+    if not params or not stored_end:
+        raise PushgenError("outcomes can only be simulated for the demo shop (pushgen demo)")
+    data = generate_demo_data(**json.loads(params), end=_dt.datetime.fromisoformat(stored_end))
+    assert data.taste is not None
+    taste = data.taste
+    z = (taste - taste.mean(axis=1, keepdims=True)) / (taste.std(axis=1, keepdims=True) + 1e-9)
+    return (data, {u["external_id"]: i for i, u in enumerate(data.users)},
+            {it["sku"]: j for j, it in enumerate(data.items)}, z)
+
+
 def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
                       ) -> SimulatedResults:
     """Play the results of an exported campaign of the demo shop from its hidden tastes:
@@ -490,17 +506,10 @@ def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
     same database gives the same rows every time (importing them twice changes nothing)."""
     from .store import outcomes as outcome_store
 
-    params = get_meta(db, DEMO_PARAMS_KEY)
-    stored_end = get_meta(db, DEMO_END_KEY)
-    if not params or not stored_end:
-        raise PushgenError("outcomes can only be simulated for the demo shop (pushgen demo)")
-    spec = json.loads(params)
-    data = generate_demo_data(**spec, end=_dt.datetime.fromisoformat(stored_end))
-    assert data.taste is not None
-    user_pos = {u["external_id"]: i for i, u in enumerate(data.users)}
-    item_pos = {it["sku"]: j for j, it in enumerate(data.items)}
+    data, user_pos, item_pos, z = hidden_tastes(db)
     taste = data.taste
-    z = (taste - taste.mean(axis=1, keepdims=True)) / (taste.std(axis=1, keepdims=True) + 1e-9)
+    assert taste is not None
+    spec = json.loads(get_meta(db, DEMO_PARAMS_KEY) or "{}")
     messages = outcome_store.messages_to_simulate(db, campaign)
     if not messages:
         raise PushgenError(f"campaign {campaign!r} has no exported message to simulate")
@@ -562,4 +571,4 @@ def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
 
 __all__ = ["build_demo_shop", "generate_demo_data", "DemoSummary", "DemoData", "CATEGORIES",
            "AGE_BANDS", "GENDERS", "REGIONS", "TIERS", "DEMO_DAYS", "demo_end",
-           "simulate_outcomes", "SimulatedResults"]
+           "simulate_outcomes", "SimulatedResults", "hidden_tastes"]
