@@ -30,14 +30,17 @@ def profiles(db: Database, user_ids: Sequence[int]) -> dict[int, tuple[str | Non
     return out
 
 
-def event_times(db: Database, user_ids: Sequence[int]) -> dict[int, list[str]]:
-    """user id -> timestamps (UTC ISO) of all their events: when they are active."""
-    out: dict[int, list[str]] = {u: [] for u in user_ids}
+def event_times(db: Database, user_ids: Sequence[int]) -> dict[int, list[int]]:
+    """user id -> the times of all their events (seconds since 1970, UTC; SQLite reads the
+    ISO 8601 text and its offset): when they are active."""
+    out: dict[int, list[int]] = {u: [] for u in user_ids}
     for chunk in _chunks(user_ids):
         marks = ", ".join("?" for _ in chunk)
-        for uid, ts in db.execute(
-                f"SELECT user_id, ts FROM events WHERE user_id IN ({marks})", chunk):
-            out[uid].append(ts)
+        for uid, epoch in db.execute(
+                f"SELECT user_id, CAST(strftime('%s', ts) AS INTEGER) FROM events "
+                f"WHERE user_id IN ({marks})", chunk):
+            if epoch is not None:
+                out[uid].append(epoch)
     return out
 
 
