@@ -131,7 +131,7 @@ def main() -> None:
     params = TrainParams(user_features=("occupation",), epochs=20)
     cf = LightFMScorer(params, features=False, name="lightfm (no features)")
     base = base_split(path, users, items)
-    served = ServedScorer(dataclasses.replace(params, epochs=30))
+    served = ServedScorer(params)
     rows = rows_of(compare(base, [PopularityScorer(), cf, hybrid(params), served], k=10))
     table("MovieLens 100k, ua.base -> ua.test, positives = rating >= 4", rows)
     if served.served is not None:

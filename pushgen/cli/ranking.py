@@ -110,7 +110,7 @@ def print_validation(validation: dict[str, Any], blend: dict[str, Any]) -> None:
 @app.command("train")
 def train_cmd(
     db: DbOption = DEFAULT_DB,
-    loss: _Loss = "warp", components: _Comp = 32, epochs: _Epochs = 30,
+    loss: _Loss = "warp", components: _Comp = 32, epochs: _Epochs = 20,
     learning_rate: _Lr = 0.05, item_alpha: _IAlpha = 1e-6, user_alpha: _UAlpha = 1e-6,
     threads: _Threads = 2, user_feature: _UFeat = None, event_weight: _EW = None,
     half_life: _HL = None, rating_threshold: _RT = 4.0, holdout: _Holdout = 0.15,
@@ -158,8 +158,11 @@ def evaluate_cmd(
     ] = "time",
     k: Annotated[int, typer.Option("--k", help="List length for the @k metrics.")] = 10,
     fraction: Annotated[float, typer.Option(help="Share held out for testing.")] = 0.2,
-    epochs: _Epochs = 30, components: _Comp = 32, meta_weight: _MW = 0.25,
+    epochs: _Epochs = 20, components: _Comp = 32, meta_weight: _MW = 0.25,
     holdout: _Holdout = 0.15, user_feature: _UFeat = None, seed: _Seed = 42,
+    max_users: Annotated[int, typer.Option(
+        "--max-users", help="Score a random sample of this many test customers (0: all).")
+    ] = 20_000,
 ) -> None:
     """Compare what pushgen serves with random, popularity, buy-again and plain LightFM.
 
@@ -173,6 +176,8 @@ def evaluate_cmd(
         check_evaluate_args(split, k, fraction)
     except PushgenError as exc:
         raise PushgenError(str(exc).replace("unknown split", "--split")) from None
+    if max_users < 0:
+        raise PushgenError(f"--max-users must be 0 (all) or more (got {max_users})")
     store = open_store(db, create=False)
     params = TrainParams(epochs=epochs, components=components, meta_weight=meta_weight,
                          cold_meta_weight=meta_weight, user_features=tuple(user_feature or ()),
@@ -184,7 +189,8 @@ def evaluate_cmd(
         def on_progress(what: str, done: int, total: int) -> None:
             bar.update(task, description=what, completed=done, total=total or None)
 
-        result = evaluate_store(store, split, k, params, fraction, seed, progress=on_progress)
+        result = evaluate_store(store, split, k, params, fraction, seed, progress=on_progress,
+                                max_users=max_users or None)
         bar.update(task, description="evaluated", total=1, completed=1)
     names = {"no features": "cf (no features)"}
     for protocol, rows in result.rows.items():

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from .metrics import Metrics, evaluate_scores, paired_gain
+from .metrics import Metrics, paired_gain, quantized
 from .repeat import REPEAT_MODES
 from .topk import INVALID
 
@@ -151,19 +151,40 @@ class Choice:
 
 
 class _Search:
-    """Evaluations of weight sets on one protocol, cached by weights."""
+    """p@k of weight sets on one protocol, cached by weights.
+
+    The users, their truth and the random tie-breaking are fixed once, so every weight set is
+    measured on exactly the same draw (common random numbers: comparisons are not blurred by
+    tie-breaking noise) and only the scores are recomputed.
+    """
 
     def __init__(self, inp: BlendInputs, truth: sp.csr_matrix, exclude: sp.csr_matrix | None,
                  repeat: str, k: int, users: np.ndarray | None, seed: int) -> None:
-        self.inp, self.truth, self.exclude, self.repeat = inp, truth, exclude, repeat
-        self.k, self.users, self.seed = k, users, seed
+        self.inp, self.repeat, self.k = inp, repeat, k
+        rows = np.arange(truth.shape[0]) if users is None else np.asarray(users)
+        t = truth[rows].toarray() > 0
+        excluded = exclude[rows].toarray() > 0 if exclude is not None else np.zeros_like(t)
+        t &= ~excluded
+        keep = t.any(axis=1)
+        self.rows, self.truth, self.excluded = rows[keep], t[keep], excluded[keep]
+        self.noise = np.random.default_rng(seed).random(self.truth.shape) * 0.49
         self.cache: dict[BlendWeights, Metrics] = {}
 
     def __call__(self, w: BlendWeights) -> Metrics:
         if w not in self.cache:
-            self.cache[w] = evaluate_scores(
-                w.describe(), lambda r: blend_scores(self.inp, r, w, self.repeat), self.truth,
-                self.exclude, self.k, users=self.users, seed=self.seed, with_auc=False)
+            scores = blend_scores(self.inp, self.rows, w, self.repeat)
+            invalid = scores <= INVALID
+            s = quantized(scores, invalid)
+            s += self.noise
+            s[invalid | self.excluded] = -np.inf
+            k = min(self.k, s.shape[1])
+            top = np.argpartition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k:]
+            ok = np.take_along_axis(s, top, axis=1) > -np.inf
+            hits = (np.take_along_axis(self.truth, top, axis=1) & ok).sum(axis=1)
+            per_user = hits / self.k
+            self.cache[w] = Metrics(w.describe(), float(per_user.mean()) if len(per_user)
+                                    else 0.0, np.nan, np.nan, np.nan, np.nan, None,
+                                    len(per_user), per_user=per_user)
         return self.cache[w]
 
     def best(self, current: BlendWeights, candidates: list[BlendWeights]) -> BlendWeights:

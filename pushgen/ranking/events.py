@@ -2,16 +2,15 @@
 
 ``EventLog`` holds events in time order (user and item store ids, kind, value, time). From it
 come the implicit-feedback weights LightFM trains on (``interaction_weights``), the split of
-the days into a training and a held-out part (``day_cut``), and the positives a user has in a
-slice (``positive_pairs``). A ``return`` event (a returned purchase) is negative signal: its
-default weight cancels a purchase.
+the days into a training and a held-out part (``day_cut``). A ``return`` event (a returned
+purchase) is negative signal: its default weight cancels a purchase.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -108,11 +107,11 @@ def interaction_weights(log: EventLog, weights: Mapping[str, float], rating_thre
     if not keep.any():
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     users, items, w = log.user[keep], log.item[keep], w[keep]
-    key = np.stack([users, items], axis=1)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    width = int(items.max()) + 1
+    uniq, inv = np.unique(users * width + items, return_inverse=True)
     sums = np.bincount(inv.ravel(), weights=w)
     pos = sums > 1e-9
-    return uniq[pos, 0], uniq[pos, 1], sums[pos].astype(np.float32)
+    return uniq[pos] // width, uniq[pos] % width, sums[pos].astype(np.float32)
 
 
 def day_cut(log: EventLog, fraction: float) -> tuple[int, int, int]:
@@ -128,14 +127,3 @@ def day_cut(log: EventLog, fraction: float) -> tuple[int, int, int]:
 
 def day_label(day: int) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=int(day))).isoformat()
-
-
-def positive_pairs(log: EventLog, weights: Mapping[str, float], rating_threshold: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Unique (user, item) pairs with a positive total weight: what a model should predict."""
-    u, i, _ = interaction_weights(log, weights, rating_threshold)
-    return u, i
-
-
-def active_users(ids: Iterable[int]) -> np.ndarray:
-    return np.unique(np.fromiter(ids, np.int64))

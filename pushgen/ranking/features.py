@@ -82,8 +82,9 @@ class FeatureConfig:
 def _field_value(row: Mapping[str, Any], name: str, columns: set[str]) -> Any:
     if name in columns and name in row:
         return row[name]
-    attrs = row.get("attributes") or {}
-    return attrs.get(name) if isinstance(attrs, Mapping) else None
+    attrs = row.get("attributes")
+    # ``type(...) is dict`` first: an ABC isinstance check per field of 100k rows adds seconds.
+    return attrs.get(name) if type(attrs) is dict or isinstance(attrs, Mapping) else None
 
 
 def _item_value(row: Mapping[str, Any], name: str) -> Any:
@@ -273,11 +274,18 @@ def _attribute_keys(items: Sequence[Mapping[str, Any]], taken: Iterable[str]) ->
 
 def fit_feature_space(users: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]],
                       trained_user_ids: Iterable[int], trained_item_ids: Iterable[int],
-                      config: FeatureConfig | None = None) -> FeatureSpace:
+                      config: FeatureConfig | None = None,
+                      like: FeatureSpace | None = None) -> FeatureSpace:
     """Learn bucket edges and the metadata vocabulary from the rows known at training time.
 
     ``trained_*_ids`` (those with interactions) get identity features, in the order given.
+    ``like``: a space fitted on the same rows and config, whose vocabulary is reused (only the
+    identities differ), which saves a pass over every profile.
     """
+    if like is not None:
+        return FeatureSpace(like.config, [int(u) for u in trained_user_ids],
+                            [int(i) for i in trained_item_ids], like.user_vocab,
+                            like.item_vocab, like.numeric_edges, like.item_attribute_keys)
     cfg = config or FeatureConfig()
     attr_keys = _attribute_keys(items, cfg.item_fields) if cfg.item_attributes else []
     item_fields = tuple(cfg.item_fields) + tuple(attr_keys)

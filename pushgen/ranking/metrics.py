@@ -43,25 +43,37 @@ class Metrics:
                 "users": self.users}
 
 
-def quantized(scores: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """Scores as whole multiples of a millionth of each row's largest magnitude (float64).
+def quantized(scores: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
+    """Scores as whole multiples of a millionth of each row's largest magnitude (float64);
+    ``invalid`` entries come out below every other score of their row.
 
     Equal scores are not always bit-equal: BLAS kernels round edge columns of a matrix
     product differently, so a model's constant score for every unseen item comes out with
     position-dependent noise in the last bits, which is the item-order bias again.
     """
-    raw = np.asarray(scores, np.float64)
-    scale = np.where(invalid, 0.0, np.abs(raw)).max(axis=1, keepdims=True)
-    step = np.where(scale > 0, scale, 1.0) * 1e-6
-    q = np.floor(np.where(invalid, 0.0, raw) / step + 0.5)
-    lowest = q.min(axis=1, keepdims=True) - 1.0 if q.shape[1] else q
-    return np.where(invalid, lowest, q)
+    q = np.array(scores, np.float64)
+    any_invalid = invalid is not None and invalid.any()
+    if any_invalid:
+        q[invalid] = 0.0
+    scale = np.maximum(q.max(axis=1, keepdims=True), -q.min(axis=1, keepdims=True)) \
+        if q.shape[1] else np.ones((len(q), 1))
+    scale[scale <= 0] = 1.0
+    q *= 1e6 / scale
+    q += 0.5
+    np.floor(q, out=q)
+    if any_invalid:
+        lowest = q.min(axis=1, keepdims=True) - 1.0
+        q[invalid] = np.broadcast_to(lowest, q.shape)[invalid]
+    return q
 
 
 def tie_broken(quantized_scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Whole-number scores plus a random fraction below 0.5: ties in random order, distinct
     scores in their order."""
-    return quantized_scores + rng.random(quantized_scores.shape) * 0.49
+    noise = rng.random(quantized_scores.shape)
+    noise *= 0.49
+    noise += quantized_scores
+    return noise
 
 
 def _block(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | None, k: int,
@@ -76,7 +88,7 @@ def _block(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | No
     if not_candidate is not None:
         excluded[:, not_candidate] = True
     invalid = np.asarray(scores) <= INVALID            # the scorer's own exclusions
-    q = quantized(np.where(excluded, 0.0, scores), invalid & ~excluded)
+    q = quantized(scores, invalid | excluded)
     s = tie_broken(q, rng)
     s[invalid | excluded] = -np.inf                     # never shown
     top, _ = topk_rows(s, k, 0)

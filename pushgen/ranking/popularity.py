@@ -20,10 +20,13 @@ _PSEUDO_USERS = 20.0
 
 def segment_key(user: Mapping[str, Any]) -> str:
     """"25-34|female" for a complete profile, "" (the whole shop) otherwise."""
-    attrs = user.get("attributes") or {}
-    parts = [str(attrs.get(f)).strip().lower() for f in SEGMENT_FIELDS
-             if isinstance(attrs, Mapping) and attrs.get(f) not in (None, "")]
-    return "|".join(parts) if len(parts) == len(SEGMENT_FIELDS) else ""
+    attrs = user.get("attributes")
+    if not isinstance(attrs, dict):
+        return ""
+    parts = [attrs.get(f) for f in SEGMENT_FIELDS]
+    if any(p is None or p == "" for p in parts):
+        return ""
+    return "|".join(str(p).strip().lower() for p in parts)
 
 
 def segment_label(key: str) -> str:
@@ -70,6 +73,9 @@ class Popularity:
         return cls(item_ids, counts, keys, seg_counts, seg_users)
 
     def segment_of(self, users: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Row of each user's segment (0 when the shop has no segments or the user none)."""
+        if len(self.segments) == 1:
+            return np.zeros(len(users), np.int64)
         code = {k: j for j, k in enumerate(self.segments)}
         return np.array([code.get(segment_key(u), 0) for u in users], np.int64)
 

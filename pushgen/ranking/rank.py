@@ -94,9 +94,16 @@ class Catalog:
                   log: EventLog | None = None, today: int | None = None) -> "Catalog":
         log = log if log is not None else EventLog.empty()
         by_id = {int(u["id"]): u for u in users}
+        by_user = np.argsort(log.user, kind="stable")      # time order kept within a user
+        sorted_users = log.user[by_user]
 
         def events(ids: Sequence[int]) -> EventLog:
-            return log.subset(np.isin(log.user, np.asarray(list(ids), np.int64)))
+            wanted = np.unique(np.asarray(list(ids), np.int64))
+            lo = np.searchsorted(sorted_users, wanted, "left")
+            hi = np.searchsorted(sorted_users, wanted, "right")
+            take = np.concatenate([by_user[a:b] for a, b in zip(lo, hi) if b > a] or
+                                  [np.empty(0, np.int64)])
+            return log.subset(np.sort(take))
 
         day = today if today is not None else (int(log.day.max()) if len(log) else 0)
         return cls(items, lambda ids: [by_id[int(u)] for u in ids if int(u) in by_id], events,

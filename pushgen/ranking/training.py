@@ -16,7 +16,6 @@ steps:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,8 +41,8 @@ from .repeat import Cycles, Purchases, buy_again_strength, default_repeat, learn
 LOSSES = ("warp", "bpr", "logistic", "warp-kos")
 MIN_HOLDOUT_DAYS = 5         # fewer distinct days than this: no validation
 MIN_HOLDOUT_USERS = 100      # fewer customers active before and in the held-out days: none
-MAX_VALIDATION_USERS = 20_000
-BLEND_CELLS = 4_000_000      # users x items scored per weight set while choosing the blend
+MAX_VALIDATION_USERS = 10_000   # a sample of them is plenty to compare rankers
+BLEND_CELLS = 1_500_000      # users x items scored per weight set while choosing the blend
 
 Progress = Callable[[int, int, dict[str, float]], None]   # (epochs done, planned, metrics)
 Stage = Callable[[str], None]
@@ -55,7 +54,7 @@ class TrainParams:
 
     loss: str = "warp"
     components: int = 32
-    epochs: int = 30                     # the most epochs; early stopping on the held-out
+    epochs: int = 20                     # the most epochs; early stopping on the held-out
                                          # days picks the number (exactly this many without)
     learning_rate: float = 0.05
     learning_schedule: str = "adagrad"
@@ -232,9 +231,11 @@ class _Fit:
 
 def _fit_inputs(users: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]],
                 item_ids: np.ndarray, u: np.ndarray, i: np.ndarray, w: np.ndarray,
-                config: FeatureConfig, user_by_id: Mapping[int, Mapping[str, Any]]) -> _Fit:
+                config: FeatureConfig, user_by_id: Mapping[int, Mapping[str, Any]],
+                like: FeatureSpace | None = None) -> _Fit:
     trained = np.unique(u)
-    space = fit_feature_space(users, items, trained.tolist(), np.unique(i).tolist(), config)
+    space = fit_feature_space(users, items, trained.tolist(), np.unique(i).tolist(), config,
+                              like)
     fu = space.user_matrix([user_by_id[int(x)] for x in trained])
     fi = space.item_matrix(items)
     row, col = np.searchsorted(trained, u), np.searchsorted(item_ids, i)
@@ -299,14 +300,15 @@ def fit_served(users: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, 
                 progress(sum(done), sum(planned), note)
         return report
 
-    validation, blend, epochs = _validate(users, items, item_ids, user_by_id, log, params,
-                                          stage_progress, planned, on_stage)
+    validation, blend, epochs, space = _validate(users, items, item_ids, user_by_id, log,
+                                                 params, stage_progress, planned, on_stage)
     if not validation.get("rows"):
         planned[0] = planned[1] = 0
     if on_stage:
         on_stage("training on every day")
     planned[2] = epochs
-    fit = _fit_inputs(users, items, item_ids, u, i, w, params.feature_config(), user_by_id)
+    fit = _fit_inputs(users, items, item_ids, u, i, w, params.feature_config(), user_by_id,
+                      space)
     model, _, _ = fit_lightfm(params, fit.interactions, fit.weights, fit.user_features,
                               fit.item_features, epochs, stage_progress(2))
     ue, ib, ie = fit.representations(model)
@@ -320,18 +322,19 @@ def fit_served(users: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, 
 
 def _validate(users, items, item_ids, user_by_id, log: EventLog, params: TrainParams,
               stage_progress, planned: list[int], on_stage: Stage | None
-              ) -> tuple[dict[str, Any], Blend, int]:
-    """Steps 1-3 of the module docstring: (validation table, blend, epochs for the refit)."""
+              ) -> tuple[dict[str, Any], Blend, int, FeatureSpace | None]:
+    """Steps 1-3 of the module docstring: (validation table, blend, epochs for the refit, the
+    hybrid's feature space whose vocabulary the refit reuses)."""
     cycles_all = learn_cycles(log)
     share_all, repeat_guess = cycles_all.repeat_share, default_repeat(cycles_all)
 
-    def skipped(why: str) -> tuple[dict[str, Any], Blend, int]:
+    def skipped(why: str) -> tuple[dict[str, Any], Blend, int, None]:
         note = (f"No validation: {why}. Serving the personal model for {params.epochs} epochs "
                 "without a comparison.")
         blend = Blend.personal_only(repeat_guess)
         blend.note = note
         blend.repeat_reason = _repeat_reason(repeat_guess, share_all, None)
-        return {"skipped": why, "repeat_share": share_all}, blend, params.epochs
+        return {"skipped": why, "repeat_share": share_all}, blend, params.epochs, None
 
     if params.holdout <= 0:
         return skipped("--holdout is 0")
@@ -462,7 +465,7 @@ def _validate(users, items, item_ids, user_by_id, log: EventLog, params: TrainPa
                   "repeat_share": cycles.repeat_share, "repeat_default": repeat_default,
                   "weights": {p: c.weights.describe() for p, c in choice.items()},
                   "personal": {p: c.personal for p, c in choice.items()}}
-    return validation, blend, epochs
+    return validation, blend, epochs, fit.space
 
 
 def _repeat_reason(mode: str, share: float, due_cost: float | None) -> str:
