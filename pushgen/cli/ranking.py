@@ -73,7 +73,9 @@ _Seed = Annotated[int, typer.Option(help="Random seed.")]
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.0%}"
+    if x is None:
+        return "-"
+    return "0%" if abs(x) < 0.005 else f"{x:+.0%}"
 
 
 def print_validation(validation: dict[str, Any], blend: dict[str, Any]) -> None:
@@ -85,17 +87,19 @@ def print_validation(validation: dict[str, Any], blend: dict[str, Any]) -> None:
         other = "new" if primary == "repeat" else "repeat"
         t = Table(title=f"Held-out days from {validation['holdout_from']} ({validation['days']} "
                         f"days, {validation['users']:,} customers), top {k}",
-                  caption=f"{PROTOCOLS[primary]}: main columns; {PROTOCOLS[other]}: last two. "
-                          "vs pop = change over popularity.", padding=(0, 1))
+                  caption=f"main columns: {PROTOCOLS[primary]}; last two: {PROTOCOLS[other]}",
+                  padding=(0, 1))
         for col in ("model", f"p@{k}", f"recall@{k}", f"ndcg@{k}", "vs pop",
                     f"{'new' if other == 'new' else 'rep.'} p@{k}", "vs pop"):
             t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
         for row in validation["rows"]:
             m, o = row.get(primary), row.get(other)
+            base = row["name"] == "popularity"
             cells = [row["name"]]
             cells += [f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['ndcg']:.3f}",
-                      _pct(m.get("lift"))] if m else ["-"] * 4
-            cells += [f"{o['precision']:.3f}", _pct(o.get("lift"))] if o else ["-", "-"]
+                      "" if base else _pct(m.get("lift"))] if m else ["-"] * 4
+            cells += [f"{o['precision']:.3f}", "" if base else _pct(o.get("lift"))] \
+                if o else ["-", "-"]
             style = "bold" if row["name"] == "served blend" else None
             t.add_row(*cells, style=style)
         console.print(t)

@@ -32,8 +32,10 @@ from ..store import ranking as store
 from .events import EventLog, day_cut, day_label, interaction_weights
 from .features import FeatureConfig, fit_feature_space
 from .metrics import Metrics, evaluate_scores
+from .rank import Catalog, Ranker
 from .repeat import buy_again_strength, purchases
-from .training import ServedModel, TrainParams, check_params, fit_lightfm, fit_served, load_log
+from .training import ServedModel, TrainParams, check_params, fit_lightfm, fit_served, \
+    load_log
 
 SPLITS = ("time", "random", "cold-users", "cold-items")
 PROTOCOLS = {"repeat": "repeats allowed", "new": "new items only"}
@@ -277,8 +279,6 @@ class ServedScorer:
         self.served: ServedModel | None = None
 
     def fit(self, data: EvalData) -> "ServedScorer":
-        from .rank import Catalog, Ranker
-
         if data.log is None:
             raise PushgenError("the served blend needs the training events (EvalData.log)")
         report = (lambda done, total, _m: self.progress(done, total)) if self.progress else None

@@ -76,7 +76,7 @@ def explain(ranker: "Ranker", result: "RankResult") -> list[list[str]]:
             if j < 0:
                 break
             item = cat.items[j]
-            category = item.get("category") or "this range"
+            category = item.get("category") or ""
             c = int(cat.item_cat[j])
             if result.pinned is not None and result.pinned[r, slot]:
                 row.append("Featured by the shop")
@@ -84,7 +84,7 @@ def explain(ranker: "Ranker", result: "RankResult") -> list[list[str]]:
                 i = bought[(r, j)]
                 row.append(buy_again_reason(int(p.days[i]), float(p.own_cycle[i]),
                                             float(cycles[i]), cat.today - int(p.last_day[i])))
-            elif (r, c) in hist:
+            elif category and (r, c) in hist:
                 strength, pj = hist[(r, c)]
                 title = cat.items[pj].get("title") or cat.items[pj].get("sku")
                 row.append({4: f"You bought {title} ({category})",
@@ -94,13 +94,16 @@ def explain(ranker: "Ranker", result: "RankResult") -> list[list[str]]:
             elif seg > 0 and has_counts[seg, j] and counts[seg, j] >= cut[seg]:
                 row.append(f"Popular with {label}")
             elif has_counts[0, j] and counts[0, j] >= cut[0]:
-                row.append(f"Popular in {category}")
+                row.append(f"Popular in {category}" if category else
+                           "One of the shop's most popular items")
             elif result.sources[r] == "cold_features":
-                row.append(f"Picked for your profile ({category})")
+                row.append(f"Picked for your profile ({category})" if category else
+                           "Picked for your profile")
             elif result.sources[r] == "segment_popularity" or not personal:
                 row.append(f"Popular with {label}" if has_counts[seg, j] else
-                           f"New in {category}")
+                           f"New in {category}" if category else "New in the shop")
             else:
-                row.append(f"Picked for you from {category}")
+                row.append(f"Picked for you from {category}" if category else
+                           "Picked for you from what you bought and viewed")
         out.append(row)
     return out

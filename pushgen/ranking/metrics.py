@@ -124,8 +124,9 @@ def evaluate_scores(name: str, score_fn: ScoreFn, truth: sp.spmatrix,
     ``exclude`` (users x items) takes items out of both the ranking and the truth (for
     example each user's training items under the "new items only" protocol); ``candidates``
     restricts every ranking to those item positions (item cold start); ``users`` restricts the
-    users; ``with_auc=False`` skips the AUC (a full sort of every row). Scores at or below ``topk.INVALID`` are the scorer's own exclusions: never in a
-    list, still counted in the truth.
+    users; ``with_auc=False`` skips the AUC (a full sort of every row). Scores at or below
+    ``topk.INVALID`` are the scorer's own exclusions: never in a list, still counted in the
+    truth.
     """
     if k < 1:
         raise PushgenError(f"k must be at least 1 (got {k})")

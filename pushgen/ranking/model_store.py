@@ -1,5 +1,8 @@
 """Model artifacts: one ``.npz`` per model next to the database, checked when loaded.
 
+``train(db)`` fits the served model on the store's events (``training.fit_served``) and saves
+it with its ``models`` row; ``load_served(db)`` brings it back.
+
 An artifact lives in ``pushgen-models/<database id>/model-<model id>-<hash>.npz``: the folder
 is named by the database's own identity (``database_identity`` table), so two databases in one
 folder never share a file, and the content hash in the name means even a copied database
@@ -26,7 +29,8 @@ from .blend import Blend
 from .features import FeatureSpace
 from .popularity import Popularity
 from .repeat import Cycles
-from .training import ServedModel, TrainParams, new_model
+from .training import Progress, ServedModel, Stage, TrainParams, check_params, fit_served, \
+    load_log, new_model
 
 ARTIFACT_VERSION = "pushgen-lightfm-2"
 MODELS_FOLDER = "pushgen-models"
@@ -104,6 +108,17 @@ def save_model(db: Database, served: ServedModel) -> ModelRecord:
     return _record(db, store.get_model(db, model_id))
 
 
+def train(db: Database, params: TrainParams | None = None, progress: Progress | None = None,
+          on_stage: Stage | None = None):
+    """Train on the store's events (validating on the latest days), save the model and its
+    blend, and return the ``ModelRecord``."""
+    params = params or TrainParams()
+    check_params(db, params)
+    served = fit_served(store.user_rows(db), store.item_rows(db), load_log(db), params,
+                        progress, on_stage)
+    return save_model(db, served)
+
+
 def model_record(db: Database, model_id: int | None = None) -> ModelRecord:
     """The ``models`` row ``model_id``, or the newest one whose artifact file exists."""
     if model_id is None:
@@ -175,5 +190,5 @@ def load_served(db: Database, model_id: int | None = None) -> tuple[ServedModel,
     return served, rec
 
 
-__all__ = ["ARTIFACT_VERSION", "MODELS_FOLDER", "ModelRecord", "save_model", "model_record",
-           "load_served"]
+__all__ = ["ARTIFACT_VERSION", "MODELS_FOLDER", "ModelRecord", "train", "save_model",
+           "model_record", "load_served"]

@@ -32,6 +32,8 @@ from ..errors import PushgenError
 from ..messages import ItemFacts
 from ..store import ranking as store
 from .events import EventLog
+from .explain import explain
+from .model_store import load_served
 from .repeat import Purchases, buy_again_strength, not_due, purchases
 from .rules import RankRules, check_repeat, check_rules, finish_rows, item_facts, item_mask, \
     no_items_message, pinned_positions
@@ -418,15 +420,11 @@ class Ranker:
 
     def reasons(self, result: RankResult) -> list[list[str]]:
         """A short human-readable reason for every recommended item of ``result``."""
-        from .explain import explain
-
         return explain(self, result)
 
 
 def load_ranker(db: Database, model_id: int | None = None) -> Ranker:
     """The model ``model_id`` (latest if None) as a Ranker bound to the store's catalog."""
-    from .model_store import load_served
-
     served, rec = load_served(db, model_id)
     return Ranker(served, Catalog.from_store(db), model_id=rec.id)
 

@@ -1,8 +1,8 @@
 """Training: fit LightFM on the shop's events, validate on the most recent days, pick the blend.
 
 ``fit_served(users, items, log, params)`` is the whole procedure on in-memory data, so
-``train`` (the store), ``evaluate`` (a training part) and the benchmarks run exactly the same
-steps:
+``model_store.train`` (the store), ``evaluate`` (a training part) and the benchmarks run
+exactly the same steps:
 
 1. Hold out the last ``holdout`` share of the distinct event days (skipped, with a note, when
    there are too few days or customers active on both sides).
@@ -505,18 +505,5 @@ def load_log(db: Database, user_ids: Sequence[int] | None = None) -> EventLog:
     return EventLog.from_columns(store.event_arrays(db, user_ids))
 
 
-def train(db: Database, params: TrainParams | None = None, progress: Progress | None = None,
-          on_stage: Stage | None = None):
-    """Train on the store's events (validating on the latest days), save the model and its
-    blend, and return the ``ModelRecord``."""
-    from .model_store import save_model
-
-    params = params or TrainParams()
-    check_params(db, params)
-    served = fit_served(store.user_rows(db), store.item_rows(db), load_log(db), params,
-                        progress, on_stage)
-    return save_model(db, served)
-
-
 __all__ = ["TrainParams", "ServedModel", "LOSSES", "fit_served", "fit_lightfm", "new_model",
-           "train", "check_params", "load_log", "purchase_matrices"]
+           "check_params", "load_log", "purchase_matrices"]
