@@ -30,7 +30,8 @@ from ..errors import PushgenError
 from ..store import ranking as store
 from .blend import DUE_TOLERANCE, Blend, BlendInputs, BlendWeights, blend_scores, \
     choose_weights, hybrid_scale
-from .events import DEFAULT_EVENT_WEIGHTS, EventLog, day_cut, day_label, interaction_weights
+from .events import DEFAULT_EVENT_WEIGHTS, PURCHASE, EventLog, day_cut, day_label, \
+    interaction_weights
 from .features import DEFAULT_USER_FIELDS, USER_COLUMN_FIELDS, FeatureConfig, FeatureSpace, \
     fit_feature_space
 from .metrics import Metrics, evaluate_scores, lift
@@ -410,22 +411,31 @@ def _validate(users, items, item_ids, user_by_id, log: EventLog, params: TrainPa
     choice = {"repeat": choose_weights(inp, truth, None, "always", k, fit_users, params.seed),
               "new": choose_weights(inp, truth, seen, "always", k, fit_users, params.seed)}
 
-    # Default repeat mode: never when customers rarely buy again; else due, unless waiting
-    # for each item's cycle ranks clearly worse on this shop's held-out days.
-    def run(name: str, fn, protocol: str) -> Metrics:
-        return evaluate_scores(name, fn, truth, excl[protocol], k, seed=params.seed,
+    def run(name: str, fn, protocol: str, on: sp.csr_matrix = truth) -> Metrics:
+        return evaluate_scores(name, fn, on, excl[protocol], k, seed=params.seed,
                                with_auc=False)
 
+    # Default repeat mode: never when customers rarely buy again; else due, unless waiting
+    # for each item's cycle ranks clearly worse on this shop's held-out days. Buying again is
+    # about purchases: they are the truth here when enough customers made one.
     repeat_default, due_cost = default_repeat(cycles), None
     wr = choice["repeat"].weights
     if repeat_default == "due":
-        always = run("always", lambda r: blend_scores(inp, r, wr, "always"), "repeat")
-        due = run("due", lambda r: blend_scores(inp, r, wr, "due"), "repeat")
+        bought_va = log_va.subset(log_va.is_kind(PURCHASE))
+        buys = _pairs_matrix(bought_va.user, bought_va.item, None, val_users, item_ids)
+        buys.data[:] = 1.0
+        on = buys if (np.diff(buys.indptr) > 0).sum() >= MIN_HOLDOUT_USERS else truth
+        always = run("always", lambda r: blend_scores(inp, r, wr, "always"), "repeat", on)
+        due = run("due", lambda r: blend_scores(inp, r, wr, "due"), "repeat", on)
         due_cost = -(lift(due.precision, always.precision) or 0.0)
         if due_cost > DUE_TOLERANCE:
             repeat_default = "always"
 
-    served_mode = {"repeat": repeat_default, "new": "always"}
+    # What `rank` serves: the repeat-protocol lists use the default mode (with the new-items
+    # weights when that mode is "never"); new-items lists are what repeat = "never" serves.
+    served_mode = {"repeat": repeat_default, "new": "never"}
+    served_w = {"repeat": choice["new" if repeat_default == "never" else "repeat"].weights,
+                "new": choice["new"].weights}
     table_rows = []
     scorers: list[tuple[str, Any]] = [
         ("popularity", lambda r, p: blend_scores(inp, r, BlendWeights(0, 1), "always")),
@@ -433,7 +443,7 @@ def _validate(users, items, item_ids, user_by_id, log: EventLog, params: TrainPa
                                                 "always")),
         ("no features", lambda r, p: cf[r]),
         ("hybrid", lambda r, p: h[r]),
-        ("served blend", lambda r, p: blend_scores(inp, r, choice[p].weights, served_mode[p])),
+        ("served blend", lambda r, p: blend_scores(inp, r, served_w[p], served_mode[p])),
     ]
     for name, fn in scorers:
         row: dict[str, Any] = {"name": name}
