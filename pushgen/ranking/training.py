@@ -466,9 +466,13 @@ def _validate(users, items, item_ids, user_by_id, log: EventLog, params: TrainPa
     served = next(r for r in table_rows if r["name"] == "served blend")[primary]
     hybrid = next(r for r in table_rows if r["name"] == "hybrid")[primary]
     if not main.personal:
+        gain = lift(hybrid["precision"], served["precision"]) or 0.0
+        evidence = (f"p@{k} on the held-out days: {served['precision']:.3f}, personal model "
+                    f"alone {hybrid['precision']:.3f}")
+        if gain > 0:
+            evidence += f", {gain:.0%} better but short of the 5% it must add to be trusted"
         blend.note = (f"On your data, popularity ranks as well as the personal model; using "
-                      f"{main.weights.describe()} (p@{k} {served['precision']:.3f} on the "
-                      f"held-out days, personal model alone {hybrid['precision']:.3f}).")
+                      f"{main.weights.describe()} ({evidence}).")
     blend.repeat_reason = _repeat_reason(repeat_default, cycles.repeat_share, due_cost)
     validation = {"holdout_from": day_label(cut), "days": n_after, "users": int(len(val_users)),
                   "k": k, "primary": primary, "rows": table_rows, "epochs": epochs,
