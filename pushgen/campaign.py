@@ -155,7 +155,7 @@ def _why_empty(db: Database, campaign_id: int, config: CampaignConfig, variants:
 def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
           variants: int = 1):
     """Rank ``user_ids`` with the campaign's rules; enough items for every variant."""
-    from .ranker import RankRules, rank_campaign
+    from .ranking import RankRules, rank_campaign
 
     rules = RankRules(**{k: v for k, v in config.rank.items() if k != "top_k"})
     k = int(config.rank.get("top_k", max(config.settings.items_per_message, variants)))
@@ -165,7 +165,7 @@ def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
 def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: list[int],
               variants: int, skip: dict[int, set[int]]) -> tuple[list[MessageContext], int]:
     """Message contexts for one batch; variant v leads with the v-th recommendation."""
-    from .ranker import recommendations_for
+    from .ranking import recommendations_for
 
     recs = recommendations_for(db, campaign_id, user_ids)
     people = store.recipients(db, user_ids)

@@ -79,7 +79,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
 }
 _AUDIENCE_KEYS = {f.name for f in dataclasses.fields(AudienceFilter)}
 # Keys of [rank]: ``top_k`` plus the fields of ranker.RankRules (kept in step by a test).
-_RANK_KEYS = {"top_k", "drop_purchased", "drop_inactive", "drop_out_of_stock",
+_RANK_KEYS = {"top_k", "repeat", "drop_inactive", "drop_out_of_stock",
               "include_categories", "exclude_categories", "min_price", "max_price",
               "min_discount", "max_per_category", "pinned", "blocked"}
 

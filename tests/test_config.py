@@ -65,5 +65,5 @@ def test_settings_round_trip_through_json_ignores_extra_keys() -> None:
 def test_rank_keys_match_ranker_rules() -> None:
     import dataclasses
     from pushgen.config import _RANK_KEYS
-    from pushgen.ranker import RankRules
+    from pushgen.ranking import RankRules
     assert _RANK_KEYS == {"top_k"} | {f.name for f in dataclasses.fields(RankRules)}

@@ -342,7 +342,7 @@ def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = T
     then rank and draft one template campaign per channel, ready for review."""
     from ..campaign import draft_campaign
     from ..config import load_campaign_config
-    from ..ranker import TrainParams, train
+    from ..ranking import TrainParams, train
     from ..store import ranking as ranking_store
     from .drafting import print_draft_report, print_examples
 
