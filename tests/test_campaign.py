@@ -279,6 +279,9 @@ def test_a_campaign_keeps_its_channel_and_config(shop: Path) -> None:
 
 def test_empty_audience_says_which_filter_removed_everyone(shop: Path) -> None:
     db = open_store(shop)
+    # the demo's history ends today: make the last two days quiet
+    db.execute("DELETE FROM events WHERE ts >= datetime('now', '-2 days')")
+    db.conn.commit()
     report = draft_campaign(db, "quiet", _cfg("quiet", "sms", active_within_days=1))
     assert report.audience == 0 and report.drafted == 0
     assert "activity in the last 1 days" in report.empty_reason
