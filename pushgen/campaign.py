@@ -155,10 +155,9 @@ def _why_empty(db: Database, campaign_id: int, config: CampaignConfig, variants:
 def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
           variants: int = 1):
     """Rank ``user_ids`` with the campaign's rules; enough items for every variant."""
-    from .ranking import RankRules, rank_campaign
+    from .ranking import rank_campaign
 
-    rules = RankRules(**{k: v for k, v in config.rank.items() if k != "top_k"})
-    k = int(config.rank.get("top_k", max(config.settings.items_per_message, variants)))
+    rules, k = config.rank_rules(variants)
     return rank_campaign(db, name, k=k, rules=rules, user_ids=user_ids)
 
 
@@ -426,25 +425,3 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
                   est_prompt_tokens=prompt_tokens, est_completion_tokens=completion,
                   mode=llm.mode, drafts=drafts, requests=n_requests, cached=n_cached,
                   price=price, est_cost=price.cost(prompt_tokens, completion) if price else None)
-
-
-def preview_message(db: Database, name: str, config: CampaignConfig, user_external_id: str,
-                    *, template_dirs: list | None = None
-                    ) -> tuple[Message, list[CheckResult], MessageContext]:
-    """Render ``config.settings.template`` for one user with fresh recommendations, checked."""
-    from .generate.templates import render
-
-    uid = store.user_id(db, user_external_id)
-    if uid is None:
-        raise PushgenError(f"no user with external id {user_external_id!r}")
-    existing = store.get_campaign(db, name)
-    campaign_id = (existing["id"] if existing else
-                   store.save_campaign(db, name, config.settings.channel, _campaign_json(config)))
-    _rank(db, name, config, [uid])
-    contexts, _ = _contexts(db, campaign_id, config, [uid], 1, {})
-    if not contexts:
-        raise PushgenError(f"user {user_external_id!r} has no eligible item to recommend")
-    ctx = contexts[0]
-    rendered = render(ctx, template=config.settings.template, template_dirs=template_dirs)
-    checks = _Checker(db)(rendered.message, ctx, store.contact_values(db, [uid]).get(uid, []))
-    return rendered.message, checks, ctx

@@ -241,10 +241,15 @@ def test_cli_templates_list_and_preview(shop: Path, runner, tmp_path: Path) -> N
     assert "zh-CN" in listed.output and "bundled" in listed.output
     user = _rows(shop, "SELECT external_id FROM users WHERE locale = 'zh-CN' "
                        "AND id IN (SELECT user_id FROM events) LIMIT 1")[0][0]
+    before = _rows(shop, "SELECT (SELECT count(*) FROM campaigns), "
+                         "(SELECT count(*) FROM recommendations)")
     shown = runner.invoke(app, ["templates", "preview", "default", "--user", user,
                                 "--channel", "sms", "--db", str(shop)])
     assert shown.exit_code == 0, shown.output
     assert "回复TD退订" in shown.output and "sms.segments" in shown.output
+    # a preview writes nothing: no campaign row, no stored recommendations
+    assert _rows(shop, "SELECT (SELECT count(*) FROM campaigns), "
+                       "(SELECT count(*) FROM recommendations)") == before
     # a user's own template with a typo: one clear line naming the file
     own = tmp_path / "mine" / "sms"
     own.mkdir(parents=True)

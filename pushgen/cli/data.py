@@ -356,8 +356,12 @@ def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = T
             record = train(store, params,
                            progress=lambda epoch, total, _m: bar.update(task, completed=epoch,
                                                                          total=total))
+        from .ranking import print_validation
+
+        print_validation(record.validation or {}, record.blend or {})
         console.print(f"trained model {record.id} ({record.params['components']} components, "
-                      f"{record.params['epochs']} epochs) -> {record.path}")
+                      f"{record.metrics.get('epochs', record.params['epochs'])} epochs) -> "
+                      f"{record.path}")
     else:
         console.print(f"model {latest['id']} is current: not retrained")
     for name, channel in DEMO_CAMPAIGNS:

@@ -325,17 +325,19 @@ def templates_preview(
     name: Annotated[str, typer.Argument(help="Template name, e.g. default.")],
     user: Annotated[str, typer.Option("--user", help="User external id.")],
     channel: Annotated[str, typer.Option(help="sms, push or email.")] = "sms",
-    campaign: Annotated[str, typer.Option(help="Campaign whose recommendations to use "
-                                               "(ranked now if the user has none).")] = "preview",
+    campaign: Annotated[str, typer.Option(help="Campaign whose unsubscribe link to show "
+                                               "(nothing is stored either way).")] = "preview",
     config: Annotated[Optional[Path], typer.Option("--config")] = None,
     template_dir: Annotated[Optional[Path], typer.Option()] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Render a template for one real user with her real recommendations, and check it.
+    """Render a template for one real user with fresh recommendations, and check it.
+
+    The customer is ranked in memory with the config's [rank] rules; nothing is written.
 
     Example: pushgen templates preview default --user u0001 --channel email
     """
-    from ..campaign import preview_message
+    from ..preview import preview_message
 
     if channel not in ("sms", "push", "email"):
         raise PushgenError(f"--channel must be sms, push or email, not {channel!r}")

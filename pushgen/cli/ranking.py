@@ -17,14 +17,16 @@ from ..ranking.evaluate import PROTOCOLS, check_evaluate_args
 from ..store import open_store
 from ..store import ranking as rank_store
 from .app import DEFAULT_DB, DbOption, app
+from .output import JsonOption, print_json
 
 console = Console()
 
 
-def _progress() -> Progress:
+def _progress(quiet: bool = False) -> Progress:
+    """A progress bar; with ``--json`` it goes to stderr and disappears when done."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[note]}"), TimeRemainingColumn(), console=console,
-                    transient=False)
+                    TextColumn("{task.fields[note]}"), TimeRemainingColumn(),
+                    console=Console(stderr=True) if quiet else console, transient=quiet)
 
 
 def _warn(lines: list[str]) -> None:
@@ -167,6 +169,7 @@ def evaluate_cmd(
     max_users: Annotated[int, typer.Option(
         "--max-users", help="Score a random sample of this many test customers (0: all).")
     ] = 20_000,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare what pushgen serves with random, popularity, buy-again and plain LightFM.
 
@@ -187,7 +190,7 @@ def evaluate_cmd(
                          cold_meta_weight=meta_weight, user_features=tuple(user_feature or ()),
                          holdout=holdout, seed=seed)
     _warn(check_params(store, params))
-    with _progress() as bar:
+    with _progress(as_json) as bar:
         task = bar.add_task("evaluating", total=None, note="")
 
         def on_progress(what: str, done: int, total: int) -> None:
@@ -196,6 +199,15 @@ def evaluate_cmd(
         result = evaluate_store(store, split, k, params, fraction, seed, progress=on_progress,
                                 max_users=max_users or None)
         bar.update(task, description="evaluated", total=1, completed=1)
+    if as_json:
+        print_json({
+            "split": split, "k": k, "note": result.note, "users": result.users,
+            "protocols": {p: PROTOCOLS[p] for p in result.rows},
+            "rows": {p: [{"model": m.name, **m.as_dict(), "seconds": m.seconds} for m in rows]
+                     for p, rows in result.rows.items()},
+            "served_note": result.served.blend.note if result.served is not None else "",
+            "seconds": result.seconds, "fit_seconds": result.fit_seconds})
+        return
     names = {"no features": "cf (no features)"}
     for protocol, rows in result.rows.items():
         t = Table(title=f"{split} split ({escape(result.note) or f'{fraction:.0%} held out'}), "
@@ -242,6 +254,7 @@ def rank_cmd(
     model: Annotated[Optional[int], typer.Option("--model", help="Model id (default: latest).")
                      ] = None,
     examples: Annotated[int, typer.Option(help="Example rows to print.")] = 3,
+    as_json: JsonOption = False,
 ) -> None:
     """Rank products for every user and store them as the campaign's recommendations.
 
@@ -260,10 +273,19 @@ def rank_cmd(
         raise PushgenError(f"--examples must be 0 or more (got {examples})")
     _warn(check_rules(store, rules, top_k))
     n_users = len(rank_store.user_ids_all(store))
-    with _progress() as bar:
+    with _progress(as_json) as bar:
         task = bar.add_task("ranking", total=n_users, note="")
         summary = rank_campaign(store, campaign, k=top_k, rules=rules, model_id=model,
                                 progress=lambda n: bar.advance(task, n))
+    rows = rank_store.recommendation_rows(store, summary.campaign_id,
+                                          rank_store.user_ids_all(store)[:examples])
+    external = rank_store.users_external_ids(store, sorted({r["user_id"] for r in rows}))
+    if as_json:
+        print_json({"summary": summary, "examples": [
+            {"user": external.get(r["user_id"]), "rank": r["rank"], "sku": r["sku"],
+             "title": r["title"], "score": r["score"], "source": r["source"],
+             "reason": r["reason"]} for r in rows]})
+        return
     console.print(f"wrote {summary.rows} recommendations for {summary.users} users to "
                   f"campaign [bold]{campaign}[/] (model {summary.model_id}, bought items: "
                   f"repeat = {summary.repeat}, {summary.seconds:.1f} s)", soft_wrap=True)
@@ -277,9 +299,6 @@ def rank_cmd(
     if summary.no_items:
         t.add_row("no eligible item", str(summary.no_items))
     console.print(t)
-    rows = rank_store.recommendation_rows(store, summary.campaign_id,
-                                          rank_store.user_ids_all(store)[:examples])
-    external = rank_store.users_external_ids(store, sorted({r["user_id"] for r in rows}))
     if rows:
         ex = Table(title="examples")
         for col in ("user", "rank", "sku", "title", "score", "source", "reason"):

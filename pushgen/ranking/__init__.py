@@ -25,7 +25,7 @@ from .events import DEFAULT_EVENT_WEIGHTS, EventLog
 from .model_store import ARTIFACT_VERSION, ModelRecord, load_served, model_record, save_model, \
     train
 from .rank import Catalog, RankResult, RankSummary, Ranker, load_ranker, rank_campaign, \
-    recommendations_for
+    recommend, recommendations_for
 from .repeat import REPEAT_MODES
 from .rules import RankRules, check_rules
 from .training import ServedModel, TrainParams, check_params, fit_served
@@ -33,5 +33,5 @@ from .training import ServedModel, TrainParams, check_params, fit_served
 __all__ = ["TrainParams", "ServedModel", "ModelRecord", "RankRules", "RankResult",
            "RankSummary", "Ranker", "Catalog", "EventLog", "Comparison", "train", "fit_served",
            "check_params", "check_rules", "load_ranker", "load_served", "model_record",
-           "save_model", "rank_campaign", "recommendations_for", "evaluate_store",
+           "save_model", "rank_campaign", "recommend", "recommendations_for", "evaluate_store",
            "DEFAULT_EVENT_WEIGHTS", "REPEAT_MODES", "ARTIFACT_VERSION"]

@@ -490,6 +490,20 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
                        round(time.perf_counter() - started, 2), repeat, ranker.note)
 
 
+def recommend(ranker: Ranker, user_ids: Sequence[int], k: int = 5,
+              rules: RankRules | None = None) -> dict[int, list[ItemFacts]]:
+    """Rank ``user_ids`` in memory (nothing is stored): best first, with score and reason,
+    e.g. to preview a template for one customer."""
+    res = ranker.rank(user_ids, k, rules or RankRules())
+    reasons = ranker.reasons(res)
+    out: dict[int, list[ItemFacts]] = {}
+    for r, uid in enumerate(res.user_ids.tolist()):
+        out[uid] = [item_facts(ranker.catalog.items[j], float(res.scores[r, slot]),
+                               reasons[r][slot])
+                    for slot, j in enumerate(res.items[r].tolist()) if j >= 0]
+    return out
+
+
 def recommendations_for(db: Database, campaign_id: int,
                         user_ids: Sequence[int]) -> dict[int, list[ItemFacts]]:
     """Stored recommendations per user (best first) with score and reason filled."""
