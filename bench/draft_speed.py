@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the fake OpenAI server lives with the
 
 def _shop(workdir: Path, users: int, events_per_user: int) -> Path:
     from pushgen.demo import build_demo_shop
-    from pushgen.ranker import TrainParams, train
+    from pushgen.ranking import TrainParams, train
     from pushgen.store import open_store
 
     db_path = workdir / f"shop-{users}.db"
@@ -132,7 +132,7 @@ def _llm(workdir: Path, n: int, latency: float, concurrency: int) -> dict:
     from pushgen.campaign import LLMOptions, draft_campaign
     from pushgen.config import load_campaign_config
     from pushgen.demo import build_demo_shop
-    from pushgen.ranker import TrainParams, train
+    from pushgen.ranking import TrainParams, train
     from pushgen.store import open_store
 
     db_path = workdir / f"llm-{time.time_ns()}.db"

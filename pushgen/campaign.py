@@ -164,29 +164,21 @@ def _why_empty(db: Database, campaign_id: int, config: CampaignConfig, variants:
 def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
           variants: int = 1):
     """Rank ``user_ids`` with the campaign's rules; enough items for every variant."""
-    from .ranker import RankRules, rank_campaign
+    from .ranking import rank_campaign
 
-    rules = RankRules(**{k: v for k, v in config.rank.items() if k != "top_k"})
-    k = int(config.rank.get("top_k", max(config.settings.items_per_message, variants)))
+    rules, k = config.rank_rules(variants)
     return rank_campaign(db, name, k=k, rules=rules, user_ids=user_ids)
 
 
 def _random_pool(db: Database, config: CampaignConfig) -> list[ItemFacts]:
     """Every item the campaign's [rank] rules allow (active, in stock, categories, prices),
     for variants that pick at random: the control arm that measures what ranking adds."""
-    rules_kwargs = {k: v for k, v in config.rank.items() if k != "top_k"}
-    try:   # the ranking package, once it replaces ranker.py: its public item filter
-        from .ranking import RankRules, load_ranker  # type: ignore[attr-defined]
-        from .ranking.rules import item_facts, item_mask  # type: ignore[import-not-found]
+    from .ranking.rules import item_facts, item_mask
+    from .store.ranking import item_rows
 
-        items = load_ranker(db).catalog.items
-        mask = item_mask(items, RankRules(**rules_kwargs))
-    except ImportError:
-        from .ranker import RankRules, load_model
-        from .ranker import _facts as item_facts
-
-        ranker = load_model(db)
-        items, mask = ranker.catalog.items, ranker._item_mask(RankRules(**rules_kwargs))
+    rules, _ = config.rank_rules()
+    items = item_rows(db)
+    mask = item_mask(items, rules)
     reason = "Random pick (control variant: measures what the ranking adds)"
     return [item_facts(it, 0.0, reason) for it, ok in zip(items, mask) if ok]
 
@@ -198,7 +190,7 @@ def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: 
     """Message contexts for one batch: each customer's own variant only. A "ranked" variant
     v leads with the v-th recommendation; a "random" one shows random eligible items
     (``pool()``, the same for every customer, drawn reproducibly per customer)."""
-    from .ranker import recommendations_for
+    from .ranking import recommendations_for
 
     recs = recommendations_for(db, campaign_id, user_ids)
     people = store.recipients(db, user_ids)
@@ -497,25 +489,3 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
                   est_prompt_tokens=prompt_tokens, est_completion_tokens=completion,
                   mode=llm.mode, drafts=drafts, requests=n_requests, cached=n_cached,
                   price=price, est_cost=price.cost(prompt_tokens, completion) if price else None)
-
-
-def preview_message(db: Database, name: str, config: CampaignConfig, user_external_id: str,
-                    *, template_dirs: list | None = None
-                    ) -> tuple[Message, list[CheckResult], MessageContext]:
-    """Render ``config.settings.template`` for one user with fresh recommendations, checked."""
-    from .generate.templates import render
-
-    uid = store.user_id(db, user_external_id)
-    if uid is None:
-        raise PushgenError(f"no user with external id {user_external_id!r}")
-    existing = store.get_campaign(db, name)
-    campaign_id = (existing["id"] if existing else
-                   store.save_campaign(db, name, config.settings.channel, _campaign_json(config)))
-    _rank(db, name, config, [uid])
-    contexts, _ = _contexts(db, campaign_id, config, [uid], Split([1.0]), {})
-    if not contexts:
-        raise PushgenError(f"user {user_external_id!r} has no eligible item to recommend")
-    ctx = contexts[0]
-    rendered = render(ctx, template=config.settings.template, template_dirs=template_dirs)
-    checks = _Checker(db)(rendered.message, ctx, store.contact_values(db, [uid]).get(uid, []))
-    return rendered.message, checks, ctx

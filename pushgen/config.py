@@ -8,9 +8,11 @@ let through copy the brand asked to block.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import InputError
@@ -104,7 +106,7 @@ class ResultSettings:
 class CampaignConfig:
     settings: CampaignSettings
     audience: AudienceFilter = field(default_factory=AudienceFilter)
-    rank: dict[str, Any] = field(default_factory=dict)   # keyword arguments of ranker.RankRules
+    rank: dict[str, Any] = field(default_factory=dict)   # keyword arguments of ranking.RankRules
     llm: LLMSettings = field(default_factory=LLMSettings)
     ab: ABSettings = field(default_factory=ABSettings)
     send: SendSettings = field(default_factory=SendSettings)
@@ -120,6 +122,15 @@ class CampaignConfig:
             if not section.is_default():
                 out[key] = dataclasses.asdict(section)
         return out
+
+    def rank_rules(self, variants: int = 1) -> tuple[Any, int]:
+        """The ``[rank]`` section as ``(RankRules, k)``: ``top_k`` items, by default enough
+        for one message and for every variant (variant v leads with the v-th item)."""
+        from .ranking import RankRules
+
+        rules = RankRules(**{k: v for k, v in self.rank.items() if k != "top_k"})
+        k = int(self.rank.get("top_k", max(self.settings.items_per_message, variants)))
+        return rules, k
 
 
 # TOML section -> {toml key: CampaignSettings field}
@@ -137,9 +148,20 @@ _SECTIONS: dict[str, dict[str, str]] = {
 }
 _AUDIENCE_KEYS = {f.name for f in dataclasses.fields(AudienceFilter)}
 # Keys of [rank]: ``top_k`` plus the fields of ranker.RankRules (kept in step by a test).
-_RANK_KEYS = {"top_k", "drop_purchased", "drop_inactive", "drop_out_of_stock",
+_RANK_KEYS = {"top_k", "repeat", "drop_inactive", "drop_out_of_stock",
               "include_categories", "exclude_categories", "min_price", "max_price",
               "min_discount", "max_per_category", "pinned", "blocked"}
+
+
+def unknown_key(src: str, section: str | None, key: str, known: Iterable[str]) -> InputError:
+    """``unknown key 'items_per_mesage' in [campaign]; did you mean 'items_per_message'?``
+    (a typo silently ignored could let through copy the brand asked to block)."""
+    known = sorted(known)
+    where = f" in [{section}]" if section else ""
+    what = "key" if section else "section"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return InputError(f"unknown {what} {key!r}{where}; {hint}", file=src)
 
 
 def _check_type(path: str, key: str, value: Any, expected: Any) -> Any:
@@ -178,15 +200,12 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
             for key, value in body.items():
                 target = _SECTIONS[section].get(key)
                 if target is None:
-                    known = ", ".join(sorted(_SECTIONS[section]))
-                    raise InputError(f"unknown key (known: {known})", file=src,
-                                     field=f"{section}.{key}")
+                    raise unknown_key(src, section, key, _SECTIONS[section])
                 values[target] = _check_type(src, f"{section}.{key}", value,
                                              getattr(defaults, target))
         elif section not in ("audience", "rank", "llm", "ab", "send", "results"):
-            raise InputError("unknown section (known: campaign, voice, sender, limits, "
-                             "audience, rank, llm, ab, send, results)", file=src,
-                             field=section)
+            raise unknown_key(src, None, section,
+                              [*_SECTIONS, "audience", "rank", "llm", "ab", "send", "results"])
     if channel is not None:
         values["channel"] = channel
     settings = CampaignSettings(**values)
@@ -202,8 +221,7 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
     aud = dict(data.get("audience", {}))
     for key in aud:
         if key not in _AUDIENCE_KEYS:
-            raise InputError(f"unknown key (known: {', '.join(sorted(_AUDIENCE_KEYS))})",
-                             file=src, field=f"audience.{key}")
+            raise unknown_key(src, "audience", key, _AUDIENCE_KEYS)
     profile = aud.get("profile", {})
     if not isinstance(profile, dict):
         raise InputError("must be a table of field = value(s)", file=src, field="audience.profile")
@@ -214,8 +232,7 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
     rank = dict(data.get("rank", {}))
     for key in rank:
         if key not in _RANK_KEYS:
-            raise InputError(f"unknown key (known: {', '.join(sorted(_RANK_KEYS))})",
-                             file=src, field=f"rank.{key}")
+            raise unknown_key(src, "rank", key, _RANK_KEYS)
     return CampaignConfig(settings=settings, audience=audience, rank=rank,
                           llm=_llm_settings(data.get("llm", {}), src),
                           ab=ab_settings(data.get("ab", {}), src),
@@ -230,8 +247,7 @@ def _section(section: Any, src: str, name: str, cls: Any) -> dict[str, Any]:
     known = [f.name for f in dataclasses.fields(cls)]
     for key in section:
         if key not in known:
-            raise InputError(f"unknown key (known: {', '.join(known)})", file=src,
-                             field=f"{name}.{key}")
+            raise unknown_key(src, name, key, known)
     return dict(section)
 
 
@@ -324,7 +340,7 @@ def _llm_settings(section: Any, src: str) -> LLMSettings:
         raise InputError("must be a [section]", file=src, field="llm")
     for key in section:
         if key != "prices":
-            raise InputError("unknown key (known: prices)", file=src, field=f"llm.{key}")
+            raise unknown_key(src, "llm", key, ["prices"])
     prices = section.get("prices", {})
     if not isinstance(prices, dict):
         raise InputError("must be a table of model = { input = ..., output = ... }", file=src,

@@ -109,6 +109,36 @@ class DraftView:
     def first_name(self) -> str | None:
         return Recipient(self.user_id, self.user_external_id, self.user_name).first_name
 
+    @property
+    def lead_item(self) -> ItemFacts | None:
+        """The item the message leads with (what ``review list`` shows)."""
+        return self.items[0] if self.items else None
+
+    def to_dict(self, *, full: bool = True) -> dict[str, Any]:
+        """Plain data for ``--json``. Never the customer's email or phone: the copy does not
+        need them. ``full=False``: the short form of a list row."""
+        lead = self.lead_item
+        short: dict[str, Any] = {
+            "id": self.id, "campaign": self.campaign, "channel": self.channel,
+            "variant": self.variant, "user": self.user_external_id, "locale": self.locale,
+            "status": self.status, "version": self.version, "passed": self.passed,
+            "failed_checks": [c.name for c in self.failed_checks],
+            "item": {"sku": lead.sku, "title": lead.title} if lead else None,
+            "generator": self.generator, "flag": self.flag,
+        }
+        if not full:
+            return short
+        return {**short, "content": dict(self.content),
+                "items": [{"sku": i.sku, "title": i.title, "score": i.score,
+                           "reason": i.reason} for i in self.items],
+                "checks": [c.to_dict() for c in self.checks],
+                "template_name": self.template_name, "model": self.model,
+                "prompt_hash": self.prompt_hash, "tokens_prompt": self.tokens_prompt,
+                "tokens_completion": self.tokens_completion, "consent": self.consent,
+                "segment": self.segment, "created_at": self.created_at,
+                "updated_at": self.updated_at, "exported_at": self.exported_at,
+                "history": [dataclasses.asdict(e) for e in self.history]}
+
 
 @dataclass
 class EditResult:
@@ -292,7 +322,6 @@ def _load_for_write(db: Database, draft_id: int, action: str,
     allowed = _ALLOWED_FROM[action]
     if row["status"] not in allowed:
         hint = {"rejected": "; reopen it first (`pushgen review reopen`)",
-                "approved": "; it is already approved",
                 "exported": "; it was exported already and cannot change"}.get(row["status"], "")
         raise PushgenError(f"cannot {action} draft {draft_id}: it is {row['status']}{hint}")
     return store.decode_row(row)
@@ -317,8 +346,13 @@ def _set_status(db: Database, row: dict[str, Any], status: str, action: str,
 
 def approve(db: Database, draft_id: int, *, actor: str | None = None,
             expected_version: int | None = None, reason: str | None = None) -> DraftView:
-    """Approve a draft for export. Refused unless every error-severity check passed."""
+    """Approve a draft for export. Refused unless every error-severity check passed.
+    Approving an approved draft changes nothing (and writes no audit row)."""
     actor = actor_name(actor)
+    current = store.fetch_draft(db, draft_id)
+    if current is not None and current["status"] == "approved" \
+            and expected_version in (None, current["version"]):
+        return get_draft(db, draft_id)
     row = _load_for_write(db, draft_id, "approve", expected_version)
     checks = [check_result(c) for c in row["checks"]]
     if row["passed"] and checks_pass(checks):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pushgen.config import load_campaign_config
 from pushgen.demo import build_demo_shop
-from pushgen.ranker import TrainParams, train
+from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 

@@ -66,3 +66,72 @@ def make_shop(path: Path, seed: int = 7) -> Database:
 
 def add_user(db: Database, uid: int, attrs: dict) -> None:
     db["users"].insert(user_row(uid, attrs))
+
+
+# -- shops with planted structure for the validation and blend tests ---------------------------
+DAY0 = "2026-03-01"
+
+
+def _ts(day: int, hour: int = 10) -> str:
+    import datetime as dt
+
+    d = dt.date.fromisoformat(DAY0) + dt.timedelta(days=day)
+    return f"{d.isoformat()}T{hour:02d}:00:00+00:00"
+
+
+def planted_shop(path: Path, kind: str, *, n_users: int = 300, n_items: int = 40,
+                 days: int = 60, seed: int = 1) -> Database:
+    """A shop where one kind of scorer must win, with purchases spread over ``days`` days.
+
+    - "popular": everyone buys from the same skewed popularity; no personal taste at all.
+    - "taste": four groups of customers, each buying only its own category (equal sizes, so
+      popularity says nothing); profiles carry the group.
+    - "repeat": every customer rebuys three staple items on a fixed cycle (7 or 14 days) and
+      buys a few random items once.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    db = open_store(path)
+    groups = ("north", "south", "east", "west")
+    items = []
+    for j in range(n_items):
+        cat = groups[j % 4] if kind == "taste" else "grocery"
+        items.append({"id": j + 1, "sku": f"SKU-{j}", "title": f"Product {j}", "category": cat,
+                      "price": 10.0 + j, "stock": 10, "active": 1, "attributes": {},
+                      "created_at": TS.format(1), "updated_at": TS.format(1)})
+    db["items"].insert_all(items)
+    users, events = [], []
+    pop = 1.0 / np.arange(1, n_items + 1) ** 1.2
+    pop /= pop.sum()
+    for u in range(1, n_users + 1):
+        g = groups[u % 4]
+        attrs = {"region": g} if kind == "taste" else {}
+        users.append(user_row(u, attrs))
+        seen: set[tuple[int, int]] = set()
+
+        def buy(item: int, day: int) -> None:
+            if 0 <= day < days and (item, day) not in seen:
+                seen.add((item, day))
+                events.append({"user_id": u, "item_id": item, "kind": "purchase", "value": 1,
+                               "ts": _ts(day)})
+
+        if kind == "popular":
+            for _ in range(15):
+                buy(int(rng.choice(n_items, p=pop)) + 1, int(rng.integers(days)))
+        elif kind == "taste":
+            own = [j + 1 for j in range(n_items) if groups[j % 4] == g]
+            for _ in range(12):
+                buy(int(rng.choice(own)), int(rng.integers(days)))
+        else:
+            for staple in rng.choice(n_items, size=3, replace=False):
+                cycle = 7 if staple % 2 == 0 else 14
+                day = int(rng.integers(cycle))
+                while day < days:
+                    buy(int(staple) + 1, day)
+                    day += cycle + int(rng.integers(-1, 2))
+            for _ in range(4):
+                buy(int(rng.integers(n_items)) + 1, int(rng.integers(days)))
+    db["users"].insert_all(users)
+    db["events"].insert_all(events)
+    return db

@@ -23,7 +23,7 @@ from pushgen.campaign import draft_campaign
 from pushgen.config import ABSettings, load_campaign_config
 from pushgen.demo import build_demo_shop
 from pushgen.errors import InputError, PushgenError
-from pushgen.ranker import TrainParams, train
+from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 DAY = (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=2)).isoformat()
@@ -131,7 +131,7 @@ def test_ab_settings_are_checked(shop: Path, tmp_path: Path):
     for text, field in (("[ab]\npicks = ['ranked', 'lucky']\n", "ab.picks"),
                         ("[ab]\nholdout = 1.5\n", "ab"),
                         ("[ab]\nweights = [0.5, 0.5]\npicks = ['ranked']\n", "ab.picks"),
-                        ("[ab]\nsplit = 2\n", "ab.split"),
+                        ("[ab]\nsplit = 2\n", "'split' in [ab]"),
                         ("[send]\nquiet_hours = '9pm-9am'\n", "send.quiet_hours"),
                         ("[send]\ntimezone = 'Mars/Base'\n", "send.timezone"),
                         ("[results]\nattribution_days = 0\n", "results.attribution_days")):
@@ -187,3 +187,24 @@ def test_demo_loop_ranked_beats_random_and_the_hold_out(shop: Path):
     run_demo_loop(shop, Console(file=again, width=200))      # a rerun changes nothing
     assert _rows(shop, "SELECT count(*) FROM outcomes")[0][0] == before
     assert "imported 0 new" in again.getvalue()
+
+
+def test_send_times_learn_the_demo_customers_daily_rhythm(shop: Path):
+    """Demo customers are active around a personal local hour: the planner finds it."""
+    from pushgen.demo import hidden_tastes
+
+    db = open_store(shop)
+    data, users, _, _ = hidden_tastes(db)
+    ids = dict(_rows(shop, "SELECT external_id, id FROM users"))
+    options = ex.send_options("email", send_window=DAY, quiet_hours="off")
+    plans, stats = ex.plan_send_times(db, list(ids.values()), options)
+    assert stats["shop_timezone"] == 0 and stats["own"] > 200
+    close = total = 0
+    for ext, uid in ids.items():
+        p = plans[uid]
+        if p.source != "own":
+            continue
+        total += 1
+        want = int(data.active_hour[users[ext]])
+        close += min(abs(p.local_time.hour - want), 24 - abs(p.local_time.hour - want)) <= 1
+    assert close / total > 0.8, (close, total)

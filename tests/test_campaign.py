@@ -15,7 +15,7 @@ from pushgen.campaign import LLMOptions, draft_campaign
 from pushgen.cli import app
 from pushgen.config import load_campaign_config
 from pushgen.demo import build_demo_shop
-from pushgen.ranker import TrainParams, train
+from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 
@@ -246,10 +246,15 @@ def test_cli_templates_list_and_preview(shop: Path, runner, tmp_path: Path) -> N
     assert "zh-CN" in listed.output and "bundled" in listed.output
     user = _rows(shop, "SELECT external_id FROM users WHERE locale = 'zh-CN' "
                        "AND id IN (SELECT user_id FROM events) LIMIT 1")[0][0]
+    before = _rows(shop, "SELECT (SELECT count(*) FROM campaigns), "
+                         "(SELECT count(*) FROM recommendations)")
     shown = runner.invoke(app, ["templates", "preview", "default", "--user", user,
                                 "--channel", "sms", "--db", str(shop)])
     assert shown.exit_code == 0, shown.output
     assert "回复TD退订" in shown.output and "sms.segments" in shown.output
+    # a preview writes nothing: no campaign row, no stored recommendations
+    assert _rows(shop, "SELECT (SELECT count(*) FROM campaigns), "
+                       "(SELECT count(*) FROM recommendations)") == before
     # a user's own template with a typo: one clear line naming the file
     own = tmp_path / "mine" / "sms"
     own.mkdir(parents=True)
@@ -284,9 +289,8 @@ def test_a_campaign_keeps_its_channel_and_config(shop: Path) -> None:
 
 def test_empty_audience_says_which_filter_removed_everyone(shop: Path) -> None:
     db = open_store(shop)
-    # The demo history ends at today's midnight (UTC): move it two days back so that "active
-    # in the last day" leaves nobody at any time of day.
-    db.execute("UPDATE events SET ts = strftime('%Y-%m-%dT%H:%M:%S+00:00', ts, '-2 days')")
+    # the demo's history ends today: make the last two days quiet
+    db.execute("DELETE FROM events WHERE ts >= datetime('now', '-2 days')")
     db.conn.commit()
     report = draft_campaign(db, "quiet", _cfg("quiet", "sms", active_within_days=1))
     assert report.audience == 0 and report.drafted == 0

@@ -31,11 +31,14 @@ def test_defaults_without_file() -> None:
 
 
 @pytest.mark.parametrize("text, field", [
-    ("[voice]\nbanned_phrase = ['x']\n", "voice.banned_phrase"),
+    ("[voice]\nbanned_phrase = ['x']\n",
+     "unknown key 'banned_phrase' in [voice]; did you mean 'banned_phrases'?"),
     ("[limits]\nsms_max_segments = 'two'\n", "limits.sms_max_segments"),
-    ("[audience]\nfrequency = 2\n", "audience.frequency"),
-    ("[rank]\ntopk = 3\n", "rank.topk"),
-    ("[colours]\nx = 1\n", "colours"),
+    ("[audience]\nfrequency = 2\n", "unknown key 'frequency' in [audience]; did you mean"),
+    ("[rank]\ntopk = 3\n", "unknown key 'topk' in [rank]; did you mean 'top_k'?"),
+    ("[colours]\nx = 1\n", "unknown section 'colours'; known: "),
+    ("[campaign]\nitems_per_mesage = 3\n",
+     "unknown key 'items_per_mesage' in [campaign]; did you mean 'items_per_message'?"),
     ("[campaign]\nchannel = 'fax'\n", "campaign.channel"),
 ])
 def test_mistakes_name_file_and_key(tmp_path: Path, text: str, field: str) -> None:
@@ -65,5 +68,5 @@ def test_settings_round_trip_through_json_ignores_extra_keys() -> None:
 def test_rank_keys_match_ranker_rules() -> None:
     import dataclasses
     from pushgen.config import _RANK_KEYS
-    from pushgen.ranker import RankRules
+    from pushgen.ranking import RankRules
     assert _RANK_KEYS == {"top_k"} | {f.name for f in dataclasses.fields(RankRules)}

@@ -8,8 +8,10 @@ import scipy.sparse as sp
 
 from pushgen.cli.app import app
 from pushgen.errors import PushgenError
-from pushgen.evaluate import evaluate_scores, evaluate_store, split_masks
-from pushgen.ranker import TrainParams, train
+from pushgen.ranking import EventLog, TrainParams, train
+from pushgen.ranking.evaluate import (ConstantScorer, EvalData, RandomScorer, compare,
+                                      evaluate_store, split_masks, split_store_events)
+from pushgen.ranking.metrics import evaluate_scores
 
 from _ranker_helpers import make_shop
 
@@ -60,17 +62,63 @@ def test_splits():
         split_masks(user, item, None, "sideways")
 
 
-def test_comparison_table_on_planted_shop(tmp_path):
+def test_constant_scores_measure_like_random():
+    """Ties are broken at random: a scorer that gives every item the same score must not
+    profit from the item order (here every positive sits among the first items)."""
+    rng = np.random.default_rng(3)
+    n_users, n_items = 2000, 100
+    rows = np.repeat(np.arange(n_users), 5)
+    cols = rng.integers(0, 10, size=len(rows))             # positives among items 0-9 only
+    truth = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_users, n_items))
+    data = EvalData([{"id": u} for u in range(n_users)], [{"id": i} for i in range(n_items)],
+                    sp.csr_matrix((n_users, n_items)), truth, protocols=("repeat",))
+    got = {m.name: m for m in compare(data, [ConstantScorer(), RandomScorer(7)], k=10)
+           .rows["repeat"]}
+    expected = float((truth[:, :10] > 0).sum(axis=1).mean()) / n_items   # = random's p@10
+    for name in ("constant", "random"):
+        assert got[name].precision == pytest.approx(expected, abs=0.004), name
+    assert got["constant"].auc == pytest.approx(0.5)       # ties count half
+    assert got["random"].auc == pytest.approx(0.5, abs=0.02)
+    # Index-order tie-breaking (the old behaviour) would have scored every list full of hits.
+    assert got["constant"].precision < 0.1
+
+
+def test_time_split_splits_purchases_by_date_with_both_protocols():
+    """An item bought before the cut and again after it stays in training; test users have
+    history on both sides; "new only" leaves out training items."""
+    day = "2026-01-{:02d}T10:00:00+00:00"
+    events = [(1, 10, "purchase", 1, day.format(d)) for d in (1, 9)] + \
+             [(1, 11, "purchase", 1, day.format(2)), (2, 12, "purchase", 1, day.format(3)),
+              (3, 11, "purchase", 1, day.format(9)), (2, 11, "purchase", 1, day.format(4)),
+              (4, 10, "purchase", 1, day.format(5)), (4, 12, "purchase", 1, day.format(10))]
+    users = [{"id": u, "attributes": {}} for u in (1, 2, 3, 4)]
+    items = [{"id": i, "sku": f"S{i}", "title": f"T{i}", "attributes": {}} for i in (10, 11, 12)]
+    data = split_store_events(users, items, EventLog.from_tuples(events), TrainParams(), "time",
+                              fraction=0.3)
+    assert data.protocols == ("repeat", "new")
+    assert data.train[0, 0] > 0 and data.test[0, 0] > 0    # item 10 of user 1: both sides
+    assert sorted(data.eval_users.tolist()) == [0, 3]      # user 3 has no training history
+    assert data.seen()[0, 0] > 0                            # "new only" drops it for user 1
+
+
+def test_comparison_on_a_small_shop(tmp_path):
     db = make_shop(tmp_path / "pushgen.db")
-    rows = evaluate_store(db, "random", k=3, params=TrainParams(components=16, epochs=15))
-    names = [r.name for r in rows]
-    assert names == ["random", "popularity", "lightfm (no features)", "pushgen hybrid"]
-    by = {r.name: r for r in rows}
-    assert by["pushgen hybrid"].auc > by["random"].auc + 0.2
+    seen: list[str] = []
+    result = evaluate_store(db, "random", k=3, params=TrainParams(components=16, epochs=15),
+                            progress=lambda what, done, total: seen.append(what))
+    names = [r.name for r in result.rows["repeat"]]
+    assert names == ["random", "popularity", "buy-again", "no features", "hybrid",
+                     "served blend"]
+    assert set(result.rows) == {"repeat", "new"}
+    by = {r.name: r for r in result.rows["new"]}
+    assert by["hybrid"].auc > by["random"].auc + 0.2
+    assert any(w.startswith("training hybrid") or w.startswith("training served") for w in seen)
+    assert any(w.startswith("scoring") for w in seen)
     cold = evaluate_store(db, "cold-users", k=3, params=TrainParams(components=16, epochs=15))
-    cby = {r.name: r for r in cold}
+    assert set(cold.rows) == {"repeat"}
+    cby = {r.name: r for r in cold.rows["repeat"]}
     # New users: only the hybrid can use their profile (category taste is planted in it).
-    assert cby["pushgen hybrid"].precision > cby["lightfm (no features)"].precision
+    assert cby["hybrid"].precision > cby["no features"].precision
 
 
 # -- CLI ------------------------------------------------------------------------------------------
@@ -86,20 +134,22 @@ def test_cli_train_rank_evaluate(runner, db_path):
     make_shop(db_path)
     result = runner.invoke(app, ["train", "--db", str(db_path), "--epochs", "5",
                                  "--components", "8", "--event-weight", "view=0.5",
-                                 "--user-feature", "region", "--validation", "0.2"])
+                                 "--user-feature", "region", "--holdout", "0.2"])
     assert result.exit_code == 0, result.output
-    assert "wrote model 1" in result.output and "model-1.npz" in result.output
-    assert "precision_at_10" in result.output
+    assert "wrote model 1" in result.output and "/model-1-" in result.output
+    assert "No validation: only 60 customers" in result.output   # too few to compare
+    assert 'repeat = "never"' in result.output
     result = runner.invoke(app, ["rank", "--campaign", "spring", "--db", str(db_path),
                                  "--top-k", "3", "--max-per-category", "2", "--pin", "GA-5",
                                  "--exclude-category", "beta"])
     assert result.exit_code == 0, result.output
     assert "wrote 180 recommendations for 60 users" in result.output
     assert "model" in result.output and "GA-5" in result.output
-    result = runner.invoke(app, ["evaluate", "--db", str(db_path), "--split", "time",
-                                 "--k", "3", "--epochs", "5"])
+    result = runner.invoke(app, ["evaluate", "--db", str(db_path), "--k", "3", "--epochs", "5"])
     assert result.exit_code == 0, result.output
-    assert "pushgen hybrid" in result.output and "popularity" in result.output
+    for name in ("served blend", "hybrid", "buy-again", "popularity", "repeats allowed",
+                 "new items only", "time split"):
+        assert name in result.output
 
 
 def test_cli_bad_options(runner, db_path):
@@ -129,6 +179,7 @@ def _clean_error(result, message: str) -> None:
     (["evaluate", "--k", "0"], "--k must be at least 1"),
     (["evaluate", "--epochs", "0"], "--epochs must be at least 1"),
     (["evaluate", "--components", "0"], "--components must be at least 1"),
+    (["train", "--holdout", "1.5"], "--holdout is a share of the days"),
 ])
 def test_cli_train_and_evaluate_validate_first(runner, db_path, args, message):
     db = make_shop(db_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pushgen.features import FeatureConfig, FeatureSpace, fit_feature_space
+from pushgen.ranking.features import FeatureConfig, FeatureSpace, fit_feature_space
 
 USERS = [
     {"id": 1, "locale": "en-US", "attributes": {"age_band": "25-34", "gender": "F", "vip": "y"}},
@@ -65,11 +65,40 @@ def test_price_bucket_uses_current_price_and_quantiles():
     assert t_sale == ["price#1"] and t_cheap == ["price#0"]
 
 
-def test_min_count_drops_rare_values_and_title_tokens_optional():
-    s = fit_feature_space(USERS, ITEMS, [1], [10], FeatureConfig(min_count=2))
+def test_min_count_drops_rare_values_and_words_need_enough_items():
+    s = fit_feature_space(USERS, ITEMS, [1], [10], FeatureConfig(min_count=2, min_token_items=2))
     assert "gender=m" not in s.user_vocab and "gender=f" in s.user_vocab
-    t = fit_feature_space(USERS, ITEMS, [1], [10], FeatureConfig(min_count=2, title_tokens=True))
-    assert {"title:runner", "title:cream"} <= set(t.item_vocab)
+    assert {"word:runner", "word:cream"} <= set(s.item_vocab)
+    assert "word:trail" not in s.item_vocab                    # on one item only
+    t = fit_feature_space(USERS, ITEMS, [1], [10], FeatureConfig(min_token_items=3))
+    assert not any(v.startswith("word:") for v in t.item_vocab)
+    off = fit_feature_space(USERS, ITEMS, [1], [10],
+                            FeatureConfig(min_token_items=2, text_tokens=False))
+    assert not any(v.startswith("word:") for v in off.item_vocab)
+
+
+def test_words_of_titles_and_descriptions_any_attribute_and_stop_words():
+    items = [{"id": i, "title": f"Silk Glow Serum {i}", "description": "A serum for dry skin"
+              if i % 2 else "Daily sunscreen", "category": "skincare", "price": 10.0 + i,
+              "attributes": {"colour": "red" if i < 4 else "blue", "volume_ml": 30 + 10 * i,
+                             "title_zh": f"丝光精华{i}"}}
+             for i in range(8)]
+    s = fit_feature_space([], items, [], [], FeatureConfig(min_token_items=3,
+                                                           max_token_share=1.0))
+    vocab = set(s.item_vocab)
+    assert {"word:serum", "word:dry", "word:skin", "word:sunscreen", "word:daily"} <= vocab
+    assert {"colour=red", "colour=blue"} <= vocab              # any attribute of the catalog
+    assert any(v.startswith("volume_ml#") for v in vocab)     # numbers as bands
+    assert not any(v.startswith("title_zh=") for v in vocab)  # one value per item: no feature
+    common = fit_feature_space([], items, [], [], FeatureConfig(min_token_items=3))
+    assert "word:serum" not in common.item_vocab               # on every item: says nothing
+
+
+def test_chinese_text_becomes_character_pairs():
+    from pushgen.ranking.features import text_words
+
+    assert text_words("无香防晒霜 SPF50") == {"无香", "香防", "防晒", "晒霜", "spf50"}
+    assert text_words("Pacefoot 缓震健步鞋") >= {"pacefoot", "缓震", "健步"}
 
 
 def test_row_normalisation_option():

@@ -19,7 +19,7 @@ from pushgen import review as rv
 from pushgen.campaign import LLMOptions, draft_campaign
 from pushgen.config import load_campaign_config
 from pushgen.demo import build_demo_shop
-from pushgen.ranker import TrainParams, train
+from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 from _signing_helpers import OWN_SENDER

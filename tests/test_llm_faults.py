@@ -17,7 +17,7 @@ from pushgen.campaign import LLMOptions, draft_campaign
 from pushgen.cli import app
 from pushgen.config import load_campaign_config
 from pushgen.demo import build_demo_shop
-from pushgen.ranker import TrainParams, train
+from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 

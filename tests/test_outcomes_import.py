@@ -204,7 +204,7 @@ def test_conversions_become_training_data(tmp_path):
     """A customer without any history is cold for the ranker; after their conversion is
     imported, the next training run knows them (the model scores them itself)."""
     from _ranker_helpers import PROFILES, add_user, make_shop as planted_shop
-    from pushgen.ranker import TrainParams, rank_campaign, train
+    from pushgen.ranking import TrainParams, rank_campaign, train
 
     db = planted_shop(tmp_path / "p.db")
     add_user(db, 61, PROFILES["alpha"])

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pushgen.errors import PushgenError
 from pushgen.messages import ItemFacts
-from pushgen.ranker import (RankRules, TrainParams, interaction_weights, load_model,
-                            rank_campaign, recommendations_for, train)
+from pushgen.ranking import (EventLog, RankRules, TrainParams, load_ranker, rank_campaign,
+                             recommendations_for, train)
+from pushgen.ranking.events import interaction_weights
 from pushgen.store import ranking as rank_store
 
 from _ranker_helpers import CATS, PROFILES, add_user, item_id, make_shop
 
 FAST = TrainParams(components=16, epochs=15, threads=2)
+load_model = load_ranker
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ def test_drops_purchased_inactive_and_out_of_stock(shop):
     assert not got & bought
     for cat in CATS:
         assert item_id(cat, 8) not in got and item_id(cat, 9) not in got   # inactive, no stock
-    kept = ranker.rank([1], k=30, rules=RankRules(drop_purchased=False, drop_inactive=False,
+    assert ranker.blend.repeat_default == "never"     # nobody here buys anything twice
+    kept = ranker.rank([1], k=30, rules=RankRules(repeat="always", drop_inactive=False,
                                                   drop_out_of_stock=False))
     got_all = {ranker.catalog.items[j]["id"] for j in kept.items[0] if j >= 0}
     assert bought <= got_all and item_id("alpha", 8) in got_all
@@ -171,28 +173,37 @@ def test_missing_and_corrupt_artifacts(tmp_path):
         load_model(db, 99)
 
 
-def test_artifact_with_wrong_mappings_is_refused(tmp_path):
+def test_changed_artifact_is_refused_by_its_content_hash(tmp_path):
     db = make_shop(tmp_path / "pushgen.db")
     record = train(db, TrainParams(components=8, epochs=2))
     with np.load(record.path) as z:
         arrays = dict(z)
     arrays["item_embeddings"] = arrays["item_embeddings"][:-1]
     np.savez(record.path, **arrays)
-    with pytest.raises(PushgenError, match="item_embeddings has shape"):
+    with pytest.raises(PushgenError, match="does not match model 1 of this database"):
         load_model(db)
 
 
-def test_early_stopping_keeps_best_and_records_metrics(tmp_path):
-    db = make_shop(tmp_path / "pushgen.db")
-    seen = []
-    record = train(db, TrainParams(components=8, epochs=30, early_stopping=True, eval_every=2,
-                                   patience=1), progress=lambda e, n, m: seen.append((e, m)))
-    assert "precision_at_10" in record.metrics and "best_epoch" in record.metrics
-    assert record.metrics["best_epoch"] <= seen[-1][0]
-    assert any(m for _, m in seen)
-    row = rank_store.get_model(db, record.id)
-    assert row["metrics"]["best_epoch"] == record.metrics["best_epoch"]
-    assert (tmp_path / "pushgen-models" / f"model-{record.id}.npz").is_file()
+def test_two_databases_in_one_folder_never_share_a_model(tmp_path):
+    """Issue 8: training b.db overwrote a.db's model-1.npz, and a.db then served b's model."""
+    a = make_shop(tmp_path / "a.db")
+    b = make_shop(tmp_path / "b.db", seed=11)
+    add_user(b, 100, PROFILES["alpha"])
+    b.execute("INSERT INTO events (user_id, item_id, kind, value, ts) VALUES "
+              "(100, 1, 'purchase', 1, '2026-01-09T10:00:00+00:00')")
+    b.conn.commit()
+    ra = train(a, TrainParams(components=8, epochs=2))
+    rb = train(b, TrainParams(components=8, epochs=2))
+    assert ra.id == rb.id == 1 and ra.path != rb.path
+    assert ra.path.is_file() and rb.path.is_file()
+    assert rank_store.database_id(a) != rank_store.database_id(b)
+    assert load_model(a).space.user_ids == list(range(1, 61))
+    assert 100 in load_model(b).space.user_ids
+    # A's row pointed at b's file (an older pushgen's layout): refused, not served.
+    a.execute("UPDATE models SET path = ? WHERE id = 1", [rb.path.relative_to(tmp_path).as_posix()])
+    a.conn.commit()
+    with pytest.raises(PushgenError, match="content hash differs"):
+        load_model(a)
 
 
 def ts(days_ago: float) -> str:
@@ -200,19 +211,25 @@ def ts(days_ago: float) -> str:
     return t.isoformat()
 
 
-def test_interaction_weights_kinds_ratings_and_decay():
+def weights(events, params):
+    return interaction_weights(EventLog.from_tuples(events), params.event_weights,
+                               params.rating_threshold, params.half_life_days)
+
+
+def test_interaction_weights_kinds_ratings_returns_and_decay():
     events = [(1, 10, "purchase", 1, ts(0)), (1, 10, "view", 1, ts(0)),
               (1, 11, "rating", 3, ts(0)), (1, 12, "rating", 5, ts(0)),
-              (2, 10, "cart", 1, ts(10)), (2, 11, "view", 1, ts(0)), (2, 13, "unknown", 1, ts(0))]
-    u, i, w = interaction_weights(events, TrainParams())
+              (2, 10, "cart", 1, ts(10)), (2, 11, "view", 1, ts(0)), (2, 13, "unknown", 1, ts(0)),
+              (3, 10, "purchase", 1, ts(5)), (3, 10, "return", 1, ts(4))]
+    u, i, w = weights(events, TrainParams())
     got = {(a, b): c for a, b, c in zip(u.tolist(), i.tolist(), w.tolist())}
+    # A returned purchase cancels it: user 3's item 10 is no positive at all.
     assert got == {(1, 10): 6.0, (1, 12): 1.0, (2, 10): 3.0, (2, 11): 1.0}
-    _, _, wd = interaction_weights(events, TrainParams(half_life_days=10))
+    _, _, wd = weights(events, TrainParams(half_life_days=10))
     got = dict(zip(zip(u.tolist(), i.tolist()), wd.tolist()))
     assert got[(2, 10)] == pytest.approx(1.5) and got[(1, 10)] == pytest.approx(6.0)
-    params = TrainParams(event_weights={"purchase": 1, "view": 0})
-    u, i, w = interaction_weights(events, params)
-    assert list(zip(u.tolist(), i.tolist())) == [(1, 10)]
+    u, i, w = weights(events, TrainParams(event_weights={"purchase": 1, "view": 0}))
+    assert list(zip(u.tolist(), i.tolist())) == [(1, 10), (3, 10)]
 
 
 def test_train_without_events_is_a_clear_error(tmp_path):
@@ -236,7 +253,7 @@ def test_failed_artifact_write_leaves_no_row_and_latest_skips_broken_rows(tmp_pa
         train(db, TrainParams(components=8, epochs=2))
     monkeypatch.undo()
     assert rank_store.model_count(db) == 1
-    assert not list((tmp_path / "pushgen-models").glob("*.tmp.npz"))
+    assert not list((tmp_path / "pushgen-models").rglob("*.tmp"))
     # A broken row left by an older version (empty path) is never the "latest" model.
     db["models"].insert({"version": "x", "path": "", "created_at": "2026-01-01",
                          "params": "{}", "metrics": "{}"})
@@ -254,6 +271,7 @@ def test_failed_artifact_write_leaves_no_row_and_latest_skips_broken_rows(tmp_pa
     ({"meta_weight": -1.0}, "--meta-weight must be 0 or more"),
     ({"loss": "hinge"}, "unknown loss 'hinge'"),
     ({"event_weights": {"purchase": -1.0}}, "must be 0 or more"),
+    ({"holdout": 1.0}, "--holdout is a share of the days"),
     ({"event_weights": {"": 1.0}}, "kind is empty"),
     ({"user_features": ("shoe_size",)}, "known attributes: age_band"),
 ])
@@ -267,7 +285,7 @@ def test_train_refuses_bad_params_and_writes_nothing(tmp_path, change, message):
 
 
 def test_unused_event_kind_is_only_a_warning(tmp_path):
-    from pushgen.ranker import check_params
+    from pushgen.ranking import check_params
 
     db = make_shop(tmp_path / "pushgen.db")
     warnings = check_params(db, TrainParams(event_weights={"purchase": 5, "wishlist": 2}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pushgen import review as rv
@@ -68,11 +70,12 @@ def test_reject_needs_reason_then_reopen_before_approve(db):
                      ("approve", "draft", "approved", None)]
 
 
-def test_approved_can_be_rejected_but_not_approved_twice(db):
+def test_approved_can_be_rejected_and_approving_twice_changes_nothing(db):
     did = draft_id(db, "spring", 1)
-    rv.approve(db, did, actor="a")
-    with pytest.raises(PushgenError, match="already approved"):
-        rv.approve(db, did, actor="a")
+    first = rv.approve(db, did, actor="a")
+    again = rv.approve(db, did, actor="a")
+    assert (again.status, again.version) == ("approved", first.version)
+    assert [e["action"] for e in events(db, did)] == ["approve"]     # one audit row
     assert rv.reject(db, did, actor="a", reason="price changed").status == "rejected"
 
 
@@ -260,6 +263,17 @@ def test_cli_list_show_approve_reject(db, db_path, runner, monkeypatch):
                             "--failed-check", "sms.opt_out"])
     assert r.exit_code == 0, r.output
     assert "1 of 1 drafts" in r.output and "u-bob" in r.output and "u-ana" not in r.output
+    assert "SKU-1 Linen Shirt" in r.output            # the item, not the greeting
+    r = runner.invoke(app, ["review", "list", "--db", str(db_path), "--json"])
+    listed = json.loads(r.stdout)
+    assert listed["total"] == 9 and len(listed["drafts"]) == 9
+    assert {d["item"]["sku"] for d in listed["drafts"]} == {"SKU-1"}
+    assert set(listed["drafts"][0]) >= {"id", "campaign", "channel", "user", "status",
+                                        "version", "failed_checks", "item"}
+    r = runner.invoke(app, ["review", "show", str(ok), "--json", "--db", str(db_path)])
+    shown = json.loads(r.stdout)
+    assert shown["id"] == ok and shown["content"]["text"].startswith("Hi Ana")
+    assert "ana@example.com" not in r.stdout and "+15550000001" not in r.stdout
 
     r = runner.invoke(app, ["review", "show", str(bad), "--db", str(db_path)])
     assert r.exit_code == 0, r.output
@@ -271,6 +285,8 @@ def test_cli_list_show_approve_reject(db, db_path, runner, monkeypatch):
     assert r.exit_code == 1 and "cannot approve draft" in _output(r)
     r = runner.invoke(app, ["review", "approve", str(ok), "--db", str(db_path)])
     assert r.exit_code == 0 and f"approved draft {ok}" in r.output
+    r = runner.invoke(app, ["review", "approve", str(ok), "--db", str(db_path)])
+    assert r.exit_code == 0 and r.output.count("already approved") == 1
     r = runner.invoke(app, ["review", "reject", str(bad), "--db", str(db_path),
                             "--reason", "no opt-out"])
     assert r.exit_code == 0 and "rejected draft" in r.output

@@ -24,6 +24,7 @@ def test_old_database_upgrades_in_place_keeping_its_rows(tmp_path: Path) -> None
     applied = [r["name"] for r in db["_migrations"].rows]
     assert applied[:3] == ["0001_catalog", "0002_ranking", "0003_drafts"]
     assert applied == [m.name for m in migrations._migrations]     # every later one too
+    assert "0100_rank_model_identity" in applied
     assert db.execute("SELECT name FROM users").fetchone()[0] == "王芳"
     open_store(path)                                         # a second open applies nothing
     assert db["_migrations"].count == len(applied)

@@ -17,9 +17,10 @@ from ..demo import DemoSummary, build_demo_shop
 from ..errors import PushgenError
 from ..ingest import (PRESETS, ImportOptions, ImportReport, default_reject_path, import_file,
                       presets_help)
-from ..store import open_store, table_counts
+from ..store import open_store
 from ..store import catalog
 from .app import DEFAULT_DB, DbOption, app, sub_app
+from .output import JsonOption, print_json
 
 IMPORT_HELP = f"""Import customers, products, events, opt-out lists, or campaign outcomes.
 
@@ -378,7 +379,7 @@ def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = T
     then rank and draft one template campaign per channel, ready for review."""
     from ..campaign import draft_campaign
     from ..config import load_campaign_config
-    from ..ranker import TrainParams, train
+    from ..ranking import TrainParams, train
     from ..store import ranking as ranking_store
     from .drafting import print_draft_report, print_examples
 
@@ -392,8 +393,12 @@ def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = T
             record = train(store, params,
                            progress=lambda epoch, total, _m: bar.update(task, completed=epoch,
                                                                          total=total))
+        from .ranking import print_validation
+
+        print_validation(record.validation or {}, record.blend or {})
         console.print(f"trained model {record.id} ({record.params['components']} components, "
-                      f"{record.params['epochs']} epochs) -> {record.path}")
+                      f"{record.metrics.get('epochs', record.params['epochs'])} epochs) -> "
+                      f"{record.path}")
     else:
         console.print(f"model {latest['id']} is current: not retrained")
     for name, channel in DEMO_CAMPAIGNS:
@@ -516,21 +521,27 @@ def _pct(part: int, whole: int) -> str:
 def stats(campaign: Annotated[str | None, typer.Option(
               "--campaign", "-c", help="Report on one campaign: drafts per status, check "
                                        "failures by kind, approval rate, tokens.")] = None,
+          as_json: JsonOption = False,
           db: DbOption = DEFAULT_DB) -> None:
     """Show what the database holds: rows per table, consent per channel, events per kind.
 
-    Examples: [bold]pushgen stats --db demo.db[/], [bold]pushgen stats --campaign demo-sms[/]
+    Examples: [bold]pushgen stats --db demo.db[/], [bold]pushgen stats --campaign demo-sms[/],
+    [bold]pushgen stats --json[/]
     """
     store = open_store(db, create=False)
     if campaign is not None:
         from ..review import campaign_report
         from .reviewing import print_campaign_report
 
-        print_campaign_report(campaign_report(store, campaign))
+        report = campaign_report(store, campaign)
+        print_json(report) if as_json else print_campaign_report(report)
+        return
+    summary = catalog.shop_summary(store)
+    if as_json:
+        print_json({"database": str(db), **summary})
         return
     console = Console()
-    counts = table_counts(store)
-    extra = catalog.catalog_counts(store)
+    counts, extra = summary["tables"], summary["items"]
     rows = Table(title=f"Tables in {db}", title_justify="left")
     rows.add_column("table")
     rows.add_column("rows", justify="right")
@@ -542,8 +553,8 @@ def stats(campaign: Annotated[str | None, typer.Option(
     console.print(rows)
 
     n_users = counts["users"]
-    for title, label, counts in (("Consent", "channel", catalog.consent_counts(store)),
-                                 ("Locales", "locale", catalog.locale_counts(store))):
+    for title, label, counts in (("Consent", "channel", summary["consent"]),
+                                 ("Locales", "locale", summary["locales"])):
         share = Table(title=title, title_justify="left")
         share.add_column(label)
         share.add_column("users", justify="right")
@@ -556,9 +567,9 @@ def stats(campaign: Annotated[str | None, typer.Option(
     events.add_column("kind")
     events.add_column("events", justify="right")
     events.add_column("users", justify="right")
-    for kind, (n, users) in catalog.event_kind_counts(store).items():
-        events.add_row(kind, f"{n:,}", f"{users:,}")
+    for kind, v in summary["events_by_kind"].items():
+        events.add_row(kind, f"{v['events']:,}", f"{v['users']:,}")
     console.print(events)
-    first, last = catalog.event_time_range(store)
-    if first:
-        console.print(f"events from {first} to {last}", highlight=False)
+    if summary["events_from"]:
+        console.print(f"events from {summary['events_from']} to {summary['events_to']}",
+                      highlight=False)

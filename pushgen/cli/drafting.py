@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,11 +16,12 @@ from rich.text import Text
 
 from ..campaign import DraftReport, LLMOptions, draft_campaign, dry_run
 from ..campaign_batch import BatchRun, batch_settings, draft_campaign_batch
-from ..config import LLMPrice, config_from_json, load_campaign_config
+from ..config import LLMPrice, config_from_json, demo_sender_fields, load_campaign_config
 from ..errors import PushgenError
 from ..store import drafts as draft_store
 from ..store import open_store
 from .app import DEFAULT_DB, DbOption, app, sub_app
+from .output import JsonOption, print_json
 
 console = Console()
 
@@ -112,12 +114,14 @@ def print_batch_run(run: BatchRun, campaign: str, out: Console = console) -> Non
         out.print("Every prompt has its answer: nothing left to send.")
 
 
-def print_examples(db, campaign: str, limit: int = 2, out: Console = console) -> None:
-    """Show a few drafts as the customer would read them."""
+def print_examples(db, campaign: str, limit: int = 2, out: Console = console,
+                   since_id: int = 0) -> None:
+    """Show a few drafts as the customer would read them (only drafts written after draft
+    ``since_id``, so a rerun never shows old drafts as if they were new)."""
     camp = draft_store.get_campaign(db, campaign)
     if camp is None:
         return
-    for d in draft_store.sample_drafts(db, camp["id"], limit):
+    for d in draft_store.sample_drafts(db, camp["id"], limit, since_id=since_id):
         # Copy is data (catalog titles, names, model text): never read as rich markup.
         body = "\n".join(f"[bold]{k}[/]: {escape(v)}" for k, v in d["content"].items()
                          if k not in ("html",))
@@ -184,6 +188,7 @@ def draft(
     dry: Annotated[bool, typer.Option("--dry-run", help="LLM: print prompts, the number of "
                                                          "requests and a token estimate; call "
                                                          "nothing (no endpoint needed).")] = False,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Draft a campaign: audience -> rank -> write copy -> check -> store for review.
@@ -236,9 +241,13 @@ def draft(
             cfg.llm.prices[model] = LLMPrice(*saved["price"])
     else:
         cfg = load_campaign_config(config, name=campaign, channel=channel)
-    if config is None and saved is None and cfg.settings.channel == "email":
-        console.print("[yellow]note:[/] no --config: using the demo sender name and postal "
-                      "address; set \\[sender] in a campaign config before real sends.")
+    out = Console(stderr=True) if as_json else console
+    demo = demo_sender_fields(cfg.settings)
+    if demo and saved is None:
+        out.print(f"[yellow]note:[/] the demo shop's sender is still in use "
+                  f"({', '.join(demo)}; {'no --config' if config is None else config}): set "
+                  "\\[sender] in the campaign config before real sends (export refuses it "
+                  "without --allow-demo-sender).")
     if template:
         cfg.settings.template = template
     if limit is not None:
@@ -256,6 +265,9 @@ def draft(
         assert llm is not None
         plan = dry_run(store, campaign, cfg, llm=llm, variants=variants,
                        template_dirs=template_dirs)
+        if as_json:
+            print_json({"dry_run": True, **dataclasses.asdict(plan)})
+            return
         for i, messages in enumerate(plan.sample_prompts, 1):
             for m in messages:
                 console.print(Panel(Text(m["content"]), title=f"prompt {i} · {m['role']}",
@@ -268,8 +280,9 @@ def draft(
                       f"prompt + {plan.est_completion_tokens:,} completion tokens{cost}. "
                       "Nothing was called.")
         return
+    first_new = draft_store.last_draft_id(store)
     with Progress(TextColumn("drafting {task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=out,
                   transient=True) as bar:
         task = bar.add_task(campaign, total=None)
         common = dict(variants=variants, regenerate=regenerate, template_dirs=template_dirs,
@@ -283,6 +296,9 @@ def draft(
         else:
             report = draft_campaign(store, campaign, cfg, generator=generator, llm=llm,
                                     **common)
+    if as_json:
+        print_json({"report": report, "batch": run if actions else None})
+        return
     if actions:
         print_batch_run(run, campaign)
     else:
@@ -290,7 +306,7 @@ def draft(
     if report is not None and report.empty_reason and not actions:
         console.print(f"[yellow]Nothing to draft:[/] {report.empty_reason}.")
     if report is not None and report.drafted:
-        print_examples(store, campaign)
+        print_examples(store, campaign, since_id=first_new)
 
 
 templates_app = sub_app("List and preview message templates.")
@@ -319,17 +335,19 @@ def templates_preview(
     name: Annotated[str, typer.Argument(help="Template name, e.g. default.")],
     user: Annotated[str, typer.Option("--user", help="User external id.")],
     channel: Annotated[str, typer.Option(help="sms, push or email.")] = "sms",
-    campaign: Annotated[str, typer.Option(help="Campaign whose recommendations to use "
-                                               "(ranked now if the user has none).")] = "preview",
+    campaign: Annotated[str, typer.Option(help="Campaign whose unsubscribe link to show "
+                                               "(nothing is stored either way).")] = "preview",
     config: Annotated[Optional[Path], typer.Option("--config")] = None,
     template_dir: Annotated[Optional[Path], typer.Option()] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Render a template for one real user with her real recommendations, and check it.
+    """Render a template for one real user with fresh recommendations, and check it.
+
+    The customer is ranked in memory with the config's [rank] rules; nothing is written.
 
     Example: pushgen templates preview default --user u0001 --channel email
     """
-    from ..campaign import preview_message
+    from ..preview import preview_message
 
     if channel not in ("sms", "push", "email"):
         raise PushgenError(f"--channel must be sms, push or email, not {channel!r}")

@@ -23,6 +23,7 @@ from ..store import open_store
 from ..store.assignments import split as split_counts
 from ..store.outcomes import consent_note
 from .app import DEFAULT_DB, DbOption, app, sub_app
+from .output import JsonOption, print_json
 
 console = Console()
 
@@ -246,54 +247,94 @@ def list_cmd(
     locale: Annotated[Optional[str], typer.Option(help="e.g. zh-CN.")] = None,
     limit: Annotated[int, typer.Option(help="Rows to show.", min=1)] = 50,
     offset: Annotated[int, typer.Option(help="Rows to skip.", min=0)] = 0,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """List drafts with their status and failed checks.
+    """List drafts with the item each one recommends, its status and failed checks.
 
     Example: pushgen review list --campaign spring --status draft --failed-check sms.segments
     """
     store = _open(db)
     filters = dict(campaign=campaign, channel=channel, status=status,
                    failed_check=failed_check, locale=locale)
-    rows = rv.list_drafts(store, **filters, limit=limit, offset=offset)
     total = rv.count_drafts(store, **filters)
+    rows = _with_progress(lambda: rv.list_drafts(store, **filters, limit=limit, offset=offset),
+                          f"reading {min(limit, max(total - offset, 0)):,} drafts",
+                          quiet=as_json or limit < 2000)
+    split = split_counts(store, rv.campaign_id(store, campaign)) if campaign else {}
+    if as_json:
+        print_json({"total": total, "offset": offset, "limit": limit,
+                    "drafts": [d.to_dict(full=False) for d in rows],
+                    **({"split": {("holdout" if v == 0 else f"variant {v}"): n
+                                  for v, n in sorted(split.items())}} if split else {})})
+        return
     t = Table(title=f"{len(rows)} of {total} drafts", title_justify="left")
-    for name in ("id", "campaign", "ch", "user", "locale", "status", "v", "checks"):
-        t.add_column(name, no_wrap=name != "checks")
-    room = console.width - 80  # the preview gets what the other columns leave
-    if room >= 12:
-        t.add_column("preview", no_wrap=True, overflow="ellipsis", max_width=room)
+    # With --campaign the campaign (and its one channel) need no column: room for the item.
+    names = ["id", "user", "locale", "status", "v", "checks", "item"]
+    if not campaign:
+        names[1:1] = ["campaign", "ch"]
+    table_rows = []
     for d in rows:
         failed = d.failed_checks
-        checks = ("[green]✓ all[/]" if not failed else
-                  ", ".join(f"[{'red' if c.severity == 'error' else 'yellow'}]{c.name}[/]"
-                            for c in failed))
-        first = next((d.content.get(f, "") for f in CHANNEL_FIELDS[d.channel]), "")
-        preview = " ".join(first.split())[:48]
-        cells = [str(d.id), escape(d.campaign), d.channel, escape(d.user_external_id),
-                 d.locale, f"[{_status_style(d.status)}]{d.status}[/]", str(d.version), checks]
-        t.add_row(*cells, escape(preview)) if room >= 12 else t.add_row(*cells)
+        checks = ("✓ all" if not failed else ", ".join(c.name for c in failed))
+        lead = d.lead_item
+        cells = {"id": str(d.id), "campaign": d.campaign, "ch": d.channel,
+                 "user": d.user_external_id, "locale": d.locale, "status": d.status,
+                 "v": str(d.version), "checks": checks,
+                 "item": f"{lead.sku} {lead.title}" if lead else "-"}
+        table_rows.append((d, cells))
+    # Every column as wide as its content; the item gets what is left (cut with "…").
+    width = {n: max([len(n)] + [len(c[n]) for _, c in table_rows]) for n in names}
+    width["checks"] = min(width["checks"], 24)
+    used = sum(width[n] + 3 for n in names if n != "item") + 4
+    for n in names:
+        if n == "item":
+            t.add_column(n, no_wrap=True, overflow="ellipsis",
+                         max_width=max(console.width - used, 8))
+        else:
+            t.add_column(n, no_wrap=n != "checks", min_width=width[n])
+    for d, cells in table_rows:
+        failed = d.failed_checks
+        cells["checks"] = ("[green]✓ all[/]" if not failed else ", ".join(
+            f"[{'red' if c.severity == 'error' else 'yellow'}]{c.name}[/]" for c in failed))
+        cells["status"] = f"[{_status_style(d.status)}]{d.status}[/]"
+        t.add_row(*[cells[n] if n in ("checks", "status") else escape(cells[n])
+                    for n in names])
     console.print(t)
-    if campaign:
-        split = split_counts(store, rv.campaign_id(store, campaign))
-        if split:
-            console.print("A/B split: " + " · ".join(
-                f"{'hold-out (no message)' if v == 0 else f'variant {v}'} {n:,}"
-                for v, n in sorted(split.items())), highlight=False)
+    if split:
+        console.print("A/B split: " + " · ".join(
+            f"{'hold-out (no message)' if v == 0 else f'variant {v}'} {n:,}"
+            for v, n in sorted(split.items())), highlight=False)
     if total > offset + len(rows):
         console.print(f"[dim]{total - offset - len(rows)} more: use --offset "
                       f"{offset + len(rows)}[/]")
 
 
+def _with_progress(work, label: str, *, quiet: bool):
+    """Run ``work()`` with a spinner on stderr unless ``quiet`` (small or --json runs)."""
+    if quiet:
+        return work()
+    with Console(stderr=True).status(label):
+        return work()
+
+
 @review.command("show")
 def show_cmd(draft_id: Annotated[int, typer.Argument(help="Draft id.")],
+             as_json: JsonOption = False,
              db: DbOption = DEFAULT_DB) -> None:
     """Show a draft as the customer will see it, with its items, checks and history.
 
     Example: pushgen review show 12
     """
     store = _open(db)
-    print_draft(rv.get_draft(store, draft_id), db=store)
+    d = rv.get_draft(store, draft_id)
+    if as_json:
+        data = d.to_dict()
+        if not d.consent:
+            data["consent_note"] = consent_note(store, d.user_id, d.channel)
+        print_json(data)
+        return
+    print_draft(d, db=store)
 
 
 @review.command("approve")
@@ -323,7 +364,11 @@ def approve_cmd(
         return
     if draft_id is None:
         raise PushgenError("give a draft id, or --all-passing --campaign NAME")
+    before = rv.get_draft(store, draft_id)
     d = rv.approve(store, draft_id, actor=actor, expected_version=version)
+    if before.status == "approved":
+        _done(f"draft {d.id} is already approved (version {d.version}); nothing changed")
+        return
     _done(f"approved draft {d.id} (version {d.version})")
 
 

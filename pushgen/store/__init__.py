@@ -90,10 +90,15 @@ def db_folder(db: Database) -> Path:
     return Path(row[2]).parent if row and row[2] else Path.cwd()
 
 
+_MAIN_TABLES = ("users", "items", "events", "models", "campaigns", "recommendations",
+                "drafts", "review_events", "exports", "consent_events", "llm_cache")
+
+
 def table_counts(db: Database) -> dict[str, int]:
-    """Row count of every pushgen table."""
-    names = ["users", "items", "events", "models", "campaigns", "recommendations",
-             "drafts", "review_events", "llm_cache", "consent_events"]
+    """Row count of every pushgen table: the main ones first, then the rest by name
+    (bookkeeping tables such as ``_migrations`` and ``meta`` left out)."""
+    have = [n for n in db.table_names() if not n.startswith(("_", "sqlite_")) and n != "meta"]
+    names = [n for n in _MAIN_TABLES if n in have] + sorted(set(have) - set(_MAIN_TABLES))
     return {n: db.execute(f"SELECT count(*) FROM [{n}]").fetchone()[0] for n in names}
 
 

@@ -415,3 +415,15 @@ def catalog_signature(db: Database) -> tuple[Any, ...]:
     row = db.execute("SELECT count(*), max(updated_at), max(id) FROM items").fetchone()
     folder = db.execute("PRAGMA database_list").fetchone()
     return (folder[2] if folder else "", *row)
+
+
+def shop_summary(db: Database) -> dict[str, Any]:
+    """What the database holds, as plain data (``pushgen stats``)."""
+    from . import table_counts
+
+    first, last = event_time_range(db)
+    return {"tables": table_counts(db), "items": catalog_counts(db),
+            "consent": consent_counts(db), "locales": locale_counts(db),
+            "events_by_kind": {k: {"events": n, "users": u}
+                               for k, (n, u) in event_kind_counts(db).items()},
+            "events_from": first, "events_to": last}

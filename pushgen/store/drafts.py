@@ -297,16 +297,26 @@ def campaign_draft_counts(db: Database, campaign_id: int) -> dict[str, Any]:
             "by_generator": by_generator, "tokens_prompt": tp, "tokens_completion": tc}
 
 
-def sample_drafts(db: Database, campaign_id: int, limit: int = 3) -> list[dict[str, Any]]:
-    """A few drafts of a campaign, the first of each locale first, for printing examples."""
+def last_draft_id(db: Database) -> int:
+    """The highest draft id so far (0 for none): drafts written later have higher ids."""
+    return db.execute("SELECT coalesce(max(id), 0) FROM drafts").fetchone()[0]
+
+
+def sample_drafts(db: Database, campaign_id: int, limit: int = 3, *, since_id: int = 0
+                  ) -> list[dict[str, Any]]:
+    """A few drafts of a campaign with id above ``since_id``, the first of each locale
+    first, for printing examples."""
     rows = db.execute(
         """SELECT d.id, u.external_id, d.locale, d.content, d.passed, d.generator
            FROM drafts d JOIN users u ON u.id = d.user_id
-           WHERE d.id IN (SELECT min(id) FROM drafts WHERE campaign_id = ? GROUP BY locale)
-              OR d.id IN (SELECT id FROM drafts WHERE campaign_id = ? ORDER BY id LIMIT ?)
-           ORDER BY d.id IN (SELECT min(id) FROM drafts WHERE campaign_id = ? GROUP BY locale)
-                    DESC, d.id""",
-        [campaign_id, campaign_id, limit, campaign_id]).fetchall()
+           WHERE d.id IN (SELECT min(id) FROM drafts WHERE campaign_id = ? AND id > ?
+                          GROUP BY locale)
+              OR d.id IN (SELECT id FROM drafts WHERE campaign_id = ? AND id > ?
+                          ORDER BY id LIMIT ?)
+           ORDER BY d.id IN (SELECT min(id) FROM drafts WHERE campaign_id = ? AND id > ?
+                             GROUP BY locale) DESC, d.id""",
+        [campaign_id, since_id, campaign_id, since_id, limit, campaign_id,
+         since_id]).fetchall()
     return [{"id": r[0], "user": r[1], "locale": r[2], "content": loads(r[3], {}),
              "passed": bool(r[4]), "generator": r[5]} for r in rows[:limit]]
 

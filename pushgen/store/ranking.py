@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 from sqlite_utils import Database
 
 from . import dumps, loads, now_iso
@@ -48,10 +49,43 @@ def item_rows(db: Database) -> list[dict[str, Any]]:
     return rows
 
 
-def event_rows(db: Database) -> list[tuple[int, int, str, float, str]]:
-    """All events as ``(user_id, item_id, kind, value, ts)`` in time order."""
-    return db.execute(
-        "SELECT user_id, item_id, kind, value, ts FROM events ORDER BY ts, id").fetchall()
+def event_arrays(db: Database, user_ids: Sequence[int] | None = None
+                 ) -> dict[str, Any]:
+    """Events as columns, in time order: ``user``, ``item``, ``kind`` (codes into ``kinds``),
+    ``value`` and ``ts`` (seconds since 1970, UTC), for every user or just ``user_ids``.
+
+    SQLite parses the ISO timestamps (with their offsets) and the kinds become small integers
+    in SQL, so a few million events load as numbers without a Python object per field.
+    """
+    kinds = [r[0] for r in db.execute("SELECT DISTINCT kind FROM events ORDER BY kind")]
+    case = "CASE kind " + " ".join("WHEN ? THEN %d" % i for i in range(len(kinds))) + \
+        " ELSE -1 END" if kinds else "-1"
+    sql = (f"SELECT user_id, item_id, {case}, value, CAST(strftime('%s', ts) AS INTEGER) "
+           "FROM events")
+    if user_ids is None:
+        cursors = [db.execute(sql + " ORDER BY ts, id", kinds)]
+    else:
+        cursors = [db.execute(f"{sql} WHERE user_id IN ({','.join('?' * len(c))}) "
+                              "ORDER BY ts, id", [*kinds, *c]) for c in _chunks(list(user_ids))]
+    parts: list[np.ndarray] = []
+    for cur in cursors:
+        while True:
+            rows = cur.fetchmany(100_000)
+            if not rows:
+                break
+            parts.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
+    a = np.concatenate(parts) if parts else np.empty((0, 5))
+    if user_ids is not None and len(cursors) > 1:
+        a = a[np.argsort(a[:, 4], kind="stable")]
+    return {"user": a[:, 0].astype(np.int64), "item": a[:, 1].astype(np.int64),
+            "kind": a[:, 2].astype(np.int16), "value": a[:, 3], "ts": a[:, 4].astype(np.int64),
+            "kinds": kinds}
+
+
+def latest_event_ts(db: Database) -> int | None:
+    """Seconds since 1970 of the newest event (the data's "today"), None without events."""
+    row = db.execute("SELECT CAST(strftime('%s', max(ts)) AS INTEGER) FROM events").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def user_ids_all(db: Database) -> list[int]:
@@ -59,41 +93,38 @@ def user_ids_all(db: Database) -> list[int]:
 
 
 # -- models -------------------------------------------------------------------------------------
-def insert_model(db: Database, *, version: str, path: str, params: dict[str, Any],
-                 metrics: dict[str, Any], n_users: int, n_items: int,
-                 write_artifact: Callable[[int], None] | None = None) -> int:
+def database_id(db: Database) -> str:
+    """The database's own random identity (created by migration 0100_rank_model_identity)."""
+    return str(db.execute("SELECT id FROM database_identity LIMIT 1").fetchone()[0])
+
+
+def insert_model(db: Database, *, version: str, params: dict[str, Any],
+                 metrics: dict[str, Any], validation: dict[str, Any], blend: dict[str, Any],
+                 n_users: int, n_items: int,
+                 write_artifact: Callable[[int], tuple[str, str]]) -> int:
     """Record a trained model; returns its id.
 
-    ``path`` may hold ``{id}`` (filled with the new id). ``write_artifact(id)`` runs inside the
-    same transaction: if it raises, the row is rolled back, so a row never exists without its
-    artifact.
+    ``write_artifact(id)`` runs inside the same transaction and returns the artifact's path
+    (relative to the database's folder) and its sha256: if it raises, the row is rolled back,
+    so a row never exists without its artifact.
     """
     with db.conn:
         cur = db.conn.execute(
-            "INSERT INTO models (version, path, created_at, params, metrics, n_users, n_items) "
-            "VALUES (?, '', ?, ?, ?, ?, ?)",
-            (version, now_iso(), dumps(params), dumps(metrics), n_users, n_items))
+            "INSERT INTO models (version, path, created_at, params, metrics, validation, blend, "
+            "n_users, n_items) VALUES (?, '', ?, ?, ?, ?, ?, ?, ?)",
+            (version, now_iso(), dumps(params), dumps(metrics), dumps(validation), dumps(blend),
+             n_users, n_items))
         model_id = int(cur.lastrowid)
-        db.conn.execute("UPDATE models SET path = ? WHERE id = ?",
-                        (path.replace("{id}", str(model_id)), model_id))
-        if write_artifact is not None:
-            write_artifact(model_id)
+        path, sha256 = write_artifact(model_id)
+        db.conn.execute("UPDATE models SET path = ?, sha256 = ? WHERE id = ?",
+                        (path, sha256, model_id))
     return model_id
-
-
-def set_model_path(db: Database, model_id: int, path: str) -> None:
-    with db.conn:
-        db.conn.execute("UPDATE models SET path = ? WHERE id = ?", (path, model_id))
-
-
-def delete_model(db: Database, model_id: int) -> None:
-    with db.conn:
-        db.conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
 
 
 def _model_dict(row: Any, names: list[str]) -> dict[str, Any]:
     d = dict(zip(names, row))
-    d["params"], d["metrics"] = loads(d["params"], {}), loads(d["metrics"], {})
+    for key in ("params", "metrics", "validation", "blend"):
+        d[key] = loads(d.get(key), {})
     return d
 
 

@@ -392,6 +392,31 @@ def _llm_draft_meta(db: Database) -> None:
     db.execute("ALTER TABLE drafts ADD COLUMN llm_meta TEXT")
 
 
+@migrations(name="0100_rank_model_identity")
+def _rank_model_identity(db: Database) -> None:
+    """The database's own identity (model artifacts are named by it, so two databases in one
+    folder never share a file), a content hash per model checked at load, and the validation
+    table and blend weights chosen at training time."""
+    import uuid
+
+    from . import now_iso
+
+    db.execute(
+        """
+        CREATE TABLE database_identity (
+            id TEXT NOT NULL,            -- random hex id, created with this table
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("INSERT INTO database_identity (id, created_at) VALUES (?, ?)",
+               [uuid.uuid4().hex, now_iso()])
+    db.execute("ALTER TABLE models ADD COLUMN sha256 TEXT")   # content hash of the artifact
+    # JSON: the comparison table on the held-out slice, and the served blend (weights, repeat
+    # default, note) that rank, draft and evaluate use.
+    db.execute("ALTER TABLE models ADD COLUMN validation TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE models ADD COLUMN blend TEXT NOT NULL DEFAULT '{}'")
+
+
 @migrations(name="0500_loop_outcomes_and_send_times")
 def _outcomes_and_send_times(db: Database) -> None:
     # What the sending platform reports about each exported message. One row per (draft,

@@ -28,7 +28,8 @@ def padded_width(n_cols: int, k: int) -> int:
     return n_cols if m == 0 else -(-n_cols // m) * m
 
 
-def topk_rows(scores: np.ndarray, k: int, groups: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def topk_rows(scores: np.ndarray, k: int, groups: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of the ``k`` largest entries of every row, best first.
 
     ``scores`` is (rows, cols) with cols a multiple of ``groups`` when groups > 0. Entries at or
