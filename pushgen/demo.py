@@ -513,7 +513,6 @@ def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
     messages = outcome_store.messages_to_simulate(db, campaign)
     if not messages:
         raise PushgenError(f"campaign {campaign!r} has no exported message to simulate")
-    rng = np.random.default_rng([spec["seed"], 2])
     outcomes: list[dict[str, Any]] = []
     purchases: list[dict[str, Any]] = []
     sends = [_dt.datetime.fromisoformat(m["send_at"].replace("Z", "+00:00")) for m in messages]
@@ -526,6 +525,9 @@ def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
         u, j = user_pos.get(m["external_id"]), item_pos.get(m["sku"])
         if u is None or j is None:
             continue
+        # Each message's own random stream: whether it is delivered and opened does not
+        # depend on which items other messages showed.
+        rng = np.random.default_rng([spec["seed"], 2, m["draft_id"]])
         score = float(z[u, j])
         report(m, "sent", t0)
         if rng.random() >= DELIVERED:
@@ -559,7 +561,10 @@ def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
     sellable = np.array([it["active"] == "yes" for it in data.items])
     for ext in outcome_store.assigned_customers(db, campaign):
         u = user_pos.get(ext)
-        if u is None or rng.random() >= ORGANIC_PURCHASE:
+        if u is None:
+            continue
+        rng = np.random.default_rng([spec["seed"], 3, u])
+        if rng.random() >= ORGANIC_PURCHASE:
             continue
         w = np.exp(taste[u] - taste[u].max()) * sellable
         j = int(rng.choice(len(data.items), p=w / w.sum()))
