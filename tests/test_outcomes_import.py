@@ -192,7 +192,13 @@ def test_erased_customers_outcomes_are_skipped(db, tmp_path):
     from pushgen.privacy import forget_customer
 
     ana = draft_id(db, "news", ANA[0])
+    import_rows(db, "outcomes", [{"draft_id": ana, "event": "delivered", "ts": at(8)}])
+    assert db.execute("SELECT count(*) FROM send_times WHERE user_id = ?", [ANA[0]]).fetchone()[0]
     forget_customer(db, "u-ana", reason="request")
+    # erasure removes what the platform reported about her and her planned send times
+    for table in ("outcomes", "send_times"):
+        assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = ?",
+                          [ANA[0]]).fetchone()[0] == 0
     report = import_rows(db, "outcomes", [
         {"draft_id": ana, "event": "opened", "ts": at(9)},
         {"campaign": "news", "user": "u-ana", "event": "opened", "ts": at(9)}])

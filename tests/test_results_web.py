@@ -16,7 +16,7 @@ from pushgen.results.page import interval
 from pushgen.results.report import campaign_results
 from pushgen.web.server import create_app
 
-from test_results_report import SEND, planted  # noqa: F401  (the planted campaign fixture)
+from test_results_report import planted  # noqa: F401  (the planted campaign fixture)
 from test_web import CHROMIUM, CHROMIUM_ARGS, _free_port
 
 TOKEN = "results-token-0123456789"
