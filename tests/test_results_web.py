@@ -40,6 +40,12 @@ def test_results_tab_shows_the_databases_numbers(planted, db_path):  # noqa: F81
     assert "Results of xmas" in c.get("/results").get_data(as_text=True)
     r = c.get("/results", query_string={"campaign": "nope"})
     assert r.status_code == 200 and "no campaign named" in r.get_data(as_text=True)
+    # the review queue of the campaign shows its split
+    queue = c.get("/", query_string={"campaign": "xmas", "status": ""}).get_data(as_text=True)
+    split = re.search(r'id="ab-split">(.*?)<div class="side-title queue-title">', queue, re.S)
+    assert split and re.sub(r"<[^>]+>|\s+", " ", split.group(1)).split() == [
+        "A/B", "split", "of", "xmas", "hold-out", "(no", "message)", "20", "variant", "1",
+        "40", "variant", "2", "40"]
 
 
 def test_results_tab_escapes_labels_and_needs_the_token_when_remote(planted, db_path):  # noqa: F811
