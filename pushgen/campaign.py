@@ -15,10 +15,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .assign import Split, assign_audience, random_pick, split_for
 from .config import CampaignConfig
 from .errors import PushgenError
 from .messages import CheckResult, ItemFacts, Message, MessageContext, checks_pass
 from .signing import recipient_unsubscribe_url, shop_secret
+from .store import assignments
 from .store import drafts as store
 
 Progress = Callable[[int], None]
@@ -74,6 +76,9 @@ class DraftReport:
     llm_calls: int = 0            # HTTP requests sent (retries included)
     ranked_by_source: dict[str, int] = field(default_factory=dict)
     empty_reason: str = ""        # why the audience is empty, when it is
+    holdout: int = 0              # audience members in the hold-out group (no draft)
+    split: dict[int, int] = field(default_factory=dict)  # campaign's customers per variant
+                                                          # (0 = hold-out), all runs
     seconds: float = 0.0
     # LLM runs only
     llm_mode: str = ""            # blocks | per-user
@@ -110,23 +115,27 @@ def _campaign_json(config: CampaignConfig) -> dict[str, Any]:
     data["audience"] = dataclasses.asdict(config.audience)
     data["audience"].pop("limit")   # a per-run option (trial runs), not part of the campaign
     data["rank"] = dict(config.rank)
+    data.update(config.extra_json())
     return data
 
 
-def _audience(db: Database, name: str, config: CampaignConfig, *, variants: int,
-              include_drafted: bool = False) -> tuple[int, list[int]]:
-    """Save the campaign and return its id and the users it may draft for."""
+def _audience(db: Database, name: str, config: CampaignConfig, *, split: Split,
+              include_drafted: bool = False, persist: bool = True) -> tuple[int, list[int]]:
+    """Save the campaign, assign every eligible customer one variant or the hold-out group
+    (stored and reproducible: ``assign``), and return the campaign id and the customers it
+    drafts for: one draft each, of their own variant; none for the hold-out."""
     settings, aud = config.settings, config.audience
     if not name.strip():
         raise PushgenError("a campaign needs a name (--campaign NAME)")
     campaign_id = store.save_campaign(db, name, settings.channel, _campaign_json(config),
                                       allow_config_change=include_drafted)
     user_ids = store.audience_user_ids(
-        db, channel=settings.channel, campaign_id=campaign_id, variants=variants,
+        db, channel=settings.channel, campaign_id=campaign_id, variants=1,
         profile=aud.profile, locales=aud.locales, active_within_days=aud.active_within_days,
         frequency_cap=aud.frequency_cap, frequency_days=aud.frequency_days,
         include_drafted=include_drafted, limit=aud.limit)
-    return campaign_id, user_ids
+    return campaign_id, assign_audience(db, campaign_id, name, user_ids, split,
+                                        persist=persist)
 
 
 def _why_empty(db: Database, campaign_id: int, config: CampaignConfig, variants: int) -> str:
@@ -161,33 +170,74 @@ def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
     return rank_campaign(db, name, k=k, rules=rules, user_ids=user_ids)
 
 
+def _random_pool(db: Database, config: CampaignConfig) -> list[ItemFacts]:
+    """Every item the campaign's [rank] rules allow (active, in stock, categories, prices),
+    for variants that pick at random: the control arm that measures what ranking adds."""
+    from .ranking.rules import item_facts, item_mask
+    from .store.ranking import item_rows
+
+    rules, _ = config.rank_rules()
+    items = item_rows(db)
+    mask = item_mask(items, rules)
+    reason = "Random pick (control variant: measures what the ranking adds)"
+    return [item_facts(it, 0.0, reason) for it, ok in zip(items, mask) if ok]
+
+
 def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: list[int],
-              variants: int, skip: dict[int, set[int]]) -> tuple[list[MessageContext], int]:
-    """Message contexts for one batch; variant v leads with the v-th recommendation."""
+              split: Split, skip: dict[int, set[int]],
+              pool: Callable[[], list[ItemFacts]] | None = None
+              ) -> tuple[list[MessageContext], int]:
+    """Message contexts for one batch: each customer's own variant only. A "ranked" variant
+    v leads with the v-th recommendation; a "random" one shows random eligible items
+    (``pool()``, the same for every customer, drawn reproducibly per customer)."""
     from .ranking import recommendations_for
 
     recs = recommendations_for(db, campaign_id, user_ids)
     people = store.recipients(db, user_ids)
     secret = shop_secret(db)
     k = config.settings.items_per_message
+    name = config.settings.name
     out: list[MessageContext] = []
     no_items = 0
     for uid in user_ids:
         items: list[ItemFacts] = recs.get(uid, [])
-        if not items:
+        if not items:   # also for the random arm, so both arms hold the same customers
             no_items += 1
             continue
-        for v in range(1, variants + 1):
-            if v in skip.get(uid, set()):
-                continue
+        v = split.assigned.get(uid, 1)
+        if v in skip.get(uid, set()):
+            continue
+        person = people[uid]
+        if split.pick(v) == "random":
+            if pool is None:
+                raise PushgenError("internal: a random-pick variant needs the item pool")
+            chosen = random_pick(pool(), k, name, person.external_id, split.seed)
+        else:
             shift = (v - 1) % len(items)
             chosen = (items[shift:] + items[:shift])[:k]
-            person = people[uid]
-            out.append(MessageContext(
-                recipient=person, items=chosen, settings=config.settings, variant=v,
-                unsubscribe_url=recipient_unsubscribe_url(
-                    secret, config.settings, campaign_id, uid, person.external_id)))
+        template = split.template(v)
+        settings = (config.settings if template is None
+                    else dataclasses.replace(config.settings, template=template))
+        out.append(MessageContext(
+            recipient=person, items=chosen, settings=settings, variant=v,
+            unsubscribe_url=recipient_unsubscribe_url(
+                secret, settings, campaign_id, uid, person.external_id)))
     return out, no_items
+
+
+class _Pool:
+    """The random arm's item pool, read from the catalog once per run and only if needed."""
+
+    def __init__(self, db: Database, config: CampaignConfig) -> None:
+        self.db, self.config, self.items = db, config, None
+
+    def __call__(self) -> list[ItemFacts]:
+        if self.items is None:
+            self.items = _random_pool(self.db, self.config)
+            if not self.items:
+                raise PushgenError("a variant picks at random ([ab] picks), but the [rank] "
+                                   "rules leave no eligible item to pick from")
+        return self.items
 
 
 def _row(campaign_id: int, ctx: MessageContext, message: Message, checks: list[CheckResult],
@@ -324,8 +374,14 @@ def draft_campaign(
     ``generator`` is ``template`` or ``llm`` (then ``llm`` says which endpoint and mode, or
     ``llm_client`` is a ready ``LLMGenerator``; the template is the fallback; batch
     endpoints: ``campaign_batch.draft_campaign_batch``). ``template_dirs`` are folders of
-    your own templates that override the bundled ones by name. Rerunning a finished campaign changes nothing; ``regenerate``
-    rewrites drafts not yet reviewed. ``progress(n)`` is called after each committed batch.
+    your own templates that override the bundled ones by name. Rerunning a finished
+    campaign changes nothing; ``regenerate`` rewrites drafts not yet reviewed.
+    ``progress(n)`` is called after each committed batch.
+
+    A/B: every eligible customer is assigned one variant (``variants`` drawn evenly, or the
+    config's ``[ab] weights``) or, with ``[ab] holdout``, the hold-out group; the draw is
+    stored and reproducible (``pushgen.assign``) and each customer gets a draft of their own
+    variant only (hold-out: none).
     """
     if generator not in ("template", "llm"):
         raise PushgenError(f"unknown generator {generator!r}: use template or llm")
@@ -337,16 +393,22 @@ def draft_campaign(
     # --- LLM hook: the generator is chosen (and its endpoint set up) before any ranking ---
     llm_run = (_LLMRun(db, config, llm, llm_client, template_dirs, llm_via)
                if generator == "llm" else None)
-    campaign_id, user_ids = _audience(db, name, config, variants=variants,
+    split = split_for(config.ab, variants)
+    campaign_id, user_ids = _audience(db, name, config, split=split,
                                       include_drafted=regenerate)
-    report.audience = len(user_ids)
+    report.audience, report.holdout = len(user_ids), split.held_out
+    report.split = assignments.split(db, campaign_id)
     if on_audience:
         on_audience(len(user_ids))
     if not user_ids:
-        report.empty_reason = _why_empty(db, campaign_id, config, variants)
+        report.empty_reason = (
+            f"all {split.held_out} customers of the audience are in the hold-out group"
+            if split.held_out else _why_empty(db, campaign_id, config, 1))
         report.seconds = time.perf_counter() - started
         return report
-    report.ranked_by_source = dict(_rank(db, name, config, user_ids, variants).by_source)
+    report.ranked_by_source = dict(_rank(db, name, config, user_ids,
+                                         split.variants).by_source)
+    pool = _Pool(db, config)
     if llm_run is not None:
         llm_run.start(campaign_id)
 
@@ -354,7 +416,7 @@ def draft_campaign(
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start:start + batch_size]
         skip = {} if regenerate else store.existing_variants(db, campaign_id, batch)
-        contexts, no_items = _contexts(db, campaign_id, config, batch, variants, skip)
+        contexts, no_items = _contexts(db, campaign_id, config, batch, split, skip, pool)
         report.no_items += no_items
         forbidden = store.contact_values(db, batch)
         if llm_run is None:
@@ -391,7 +453,8 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
     settings = config.settings
     gen = llm.generator(db, offline=True)
     planner = Planner(gen.prompts, llm.mode, template_dirs)
-    campaign_id, user_ids = _audience(db, name, config, variants=variants)
+    split = split_for(config.ab, variants)
+    campaign_id, user_ids = _audience(db, name, config, split=split, persist=False)
     price = config.llm.price(gen.model)
     if not user_ids:
         return DryRun(0, [], 0, 0, mode=llm.mode, price=price)
@@ -399,12 +462,13 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
         user_ids_ranked = user_ids[:max(samples, 1) * 20]
     else:
         user_ids_ranked = user_ids
-    _rank(db, name, config, user_ids_ranked, variants)
+    _rank(db, name, config, user_ids_ranked, split.variants)
     requests: dict[str, Any] = {}
     drafts = 0
+    pool = _Pool(db, config)
     for start in range(0, len(user_ids_ranked), batch_size):
         contexts, _ = _contexts(db, campaign_id, config,
-                                user_ids_ranked[start:start + batch_size], variants, {})
+                                user_ids_ranked[start:start + batch_size], split, {}, pool)
         drafts += len(contexts)
         for ctx in contexts:
             for slot in planner.slots(ctx):
@@ -414,10 +478,10 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
     prompt_tokens = sum(estimate_tokens(s.request.messages) for s in todo)
     completion = sum(_ANSWER_TOKENS[s.role].get(settings.channel, 50) for s in todo)
     if llm.mode == "per-user" and drafts:      # a sample: scale to the audience
-        scale = len(user_ids) * variants / drafts
+        scale = len(user_ids) / drafts
         n_requests, n_cached = int(len(requests) * scale), int(len(hits) * scale)
         prompt_tokens, completion = int(prompt_tokens * scale), int(completion * scale)
-        drafts = len(user_ids) * variants
+        drafts = len(user_ids)
     else:
         n_requests, n_cached = len(requests), len(hits)
     sample = [s.request.messages for s in list(requests.values())[:max(samples, 1)]]

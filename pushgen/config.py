@@ -58,12 +58,70 @@ class LLMSettings:
         return self.prices[max(prefixes, key=len)] if prefixes else None
 
 
+PICKS = ("ranked", "random")
+
+
+@dataclass
+class ABSettings:
+    """The ``[ab]`` section: how the eligible audience is split between variants and the
+    hold-out group (``pushgen.assign``), and what each variant sends."""
+
+    weights: list[float] = field(default_factory=list)   # [] = an even split of --variants
+    holdout: float = 0.0        # share of the audience that gets no message
+    # Per variant: "ranked" (the ranker's items, variant v leading with the v-th) or
+    # "random" (random eligible items: a control that measures what the ranker adds).
+    picks: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)   # per variant: a template name
+    seed: int = 0
+
+    def is_default(self) -> bool:
+        return self == ABSettings()
+
+
+@dataclass
+class SendSettings:
+    """The ``[send]`` section: when each message goes out. Read at export time (``pushgen
+    export --send-window ...`` overrides it), so it may change after drafting."""
+
+    send_window: str | None = None   # "START/END" (ISO 8601) or a day; None: next 24 hours
+    quiet_hours: str | None = None   # "21:00-09:00" or "off"; None: on for SMS only
+    timezone: str = "UTC"            # the shop's timezone, for customers without one
+    min_events: int = 5              # events a customer needs for their own hour
+
+    def is_default(self) -> bool:
+        return self == SendSettings()
+
+
+@dataclass
+class ResultSettings:
+    """The ``[results]`` section: how ``pushgen report`` measures the campaign."""
+
+    attribution_days: int = 7   # purchases up to N days after the last send count
+
+    def is_default(self) -> bool:
+        return self == ResultSettings()
+
+
 @dataclass
 class CampaignConfig:
     settings: CampaignSettings
     audience: AudienceFilter = field(default_factory=AudienceFilter)
     rank: dict[str, Any] = field(default_factory=dict)   # keyword arguments of ranking.RankRules
     llm: LLMSettings = field(default_factory=LLMSettings)
+    ab: ABSettings = field(default_factory=ABSettings)
+    send: SendSettings = field(default_factory=SendSettings)
+    results: ResultSettings = field(default_factory=ResultSettings)
+
+    def extra_json(self) -> dict[str, Any]:
+        """The [ab], [send] and [results] sections for the stored campaign config, each only
+        when it differs from the defaults (so configs stored before they existed compare
+        equal)."""
+        out: dict[str, Any] = {}
+        for key in ("ab", "send", "results"):
+            section = getattr(self, key)
+            if not section.is_default():
+                out[key] = dataclasses.asdict(section)
+        return out
 
     def rank_rules(self, variants: int = 1) -> tuple[Any, int]:
         """The ``[rank]`` section as ``(RankRules, k)``: ``top_k`` items, by default enough
@@ -145,9 +203,9 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
                     raise unknown_key(src, section, key, _SECTIONS[section])
                 values[target] = _check_type(src, f"{section}.{key}", value,
                                              getattr(defaults, target))
-        elif section not in ("audience", "rank", "llm"):
+        elif section not in ("audience", "rank", "llm", "ab", "send", "results"):
             raise unknown_key(src, None, section,
-                              [*_SECTIONS, "audience", "rank", "llm"])
+                              [*_SECTIONS, "audience", "rank", "llm", "ab", "send", "results"])
     if channel is not None:
         values["channel"] = channel
     settings = CampaignSettings(**values)
@@ -176,7 +234,104 @@ def load_campaign_config(path: str | Path | None, *, name: str, channel: str | N
         if key not in _RANK_KEYS:
             raise unknown_key(src, "rank", key, _RANK_KEYS)
     return CampaignConfig(settings=settings, audience=audience, rank=rank,
-                          llm=_llm_settings(data.get("llm", {}), src))
+                          llm=_llm_settings(data.get("llm", {}), src),
+                          ab=ab_settings(data.get("ab", {}), src),
+                          send=send_settings(data.get("send", {}), src),
+                          results=result_settings(data.get("results", {}), src))
+
+
+def _section(section: Any, src: str, name: str, cls: Any) -> dict[str, Any]:
+    """A TOML table whose keys are the fields of dataclass ``cls``; unknown keys refused."""
+    if not isinstance(section, dict):
+        raise InputError("must be a [section]", file=src, field=name)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in section:
+        if key not in known:
+            raise unknown_key(src, name, key, known)
+    return dict(section)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def ab_settings(section: Any, src: str) -> ABSettings:
+    """``[ab]``: ``weights = [0.5, 0.5]``, ``holdout = 0.1``, ``picks = ["ranked",
+    "random"]``, ``templates = ["default", "short"]``, ``seed = 0``."""
+    from .assign import check_split
+    from .errors import PushgenError
+
+    data = _section(section, src, "ab", ABSettings)
+    weights = data.get("weights", [])
+    if not isinstance(weights, list) or not all(_number(w) for w in weights):
+        raise InputError("must be a list of numbers, e.g. [0.5, 0.5]", file=src,
+                         field="ab.weights")
+    holdout = data.get("holdout", 0.0)
+    if not _number(holdout):
+        raise InputError(f"must be a share between 0 and 1, got {holdout!r}", file=src,
+                         field="ab.holdout")
+    try:
+        check_split(weights or [1.0], float(holdout))
+    except PushgenError as exc:
+        raise InputError(str(exc), file=src, field="ab") from None
+    picks = data.get("picks", [])
+    if not isinstance(picks, list) or any(p not in PICKS for p in picks):
+        raise InputError(f"must be a list of {' or '.join(PICKS)}, one per variant", file=src,
+                         field="ab.picks")
+    templates = data.get("templates", [])
+    if not isinstance(templates, list) or not all(isinstance(t, str) and t.strip()
+                                                  for t in templates):
+        raise InputError("must be a list of template names, one per variant", file=src,
+                         field="ab.templates")
+    n = len(weights)
+    for key, values in (("picks", picks), ("templates", templates)):
+        if n and values and len(values) != n:
+            raise InputError(f"has {len(values)} entries but weights has {n}: give one per "
+                             "variant", file=src, field=f"ab.{key}")
+    if picks and templates and len(picks) != len(templates):
+        raise InputError("picks and templates need one entry per variant each", file=src,
+                         field="ab")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise InputError(f"must be a whole number, got {seed!r}", file=src, field="ab.seed")
+    return ABSettings(weights=[float(w) for w in weights], holdout=float(holdout),
+                      picks=list(picks), templates=list(templates), seed=seed)
+
+
+def send_settings(section: Any, src: str) -> SendSettings:
+    """``[send]``: ``send_window``, ``quiet_hours``, ``timezone``, ``min_events``; each
+    value is checked now so a typo fails before drafting, not at export."""
+    from .errors import PushgenError
+    from .sendtime import parse_quiet_hours, parse_send_window, shop_zone
+
+    data = _section(section, src, "send", SendSettings)
+    for key in ("send_window", "quiet_hours", "timezone"):
+        if key in data and not isinstance(data[key], str):
+            raise InputError(f"must be text, got {data[key]!r}", file=src, field=f"send.{key}")
+    out = SendSettings(**data)
+    if not isinstance(out.min_events, int) or isinstance(out.min_events, bool) \
+            or out.min_events < 1:
+        raise InputError(f"must be a whole number of at least 1, got {out.min_events!r}",
+                         file=src, field="send.min_events")
+    for key, check in (("timezone", lambda: shop_zone(out.timezone)),
+                       ("quiet_hours", lambda: parse_quiet_hours(out.quiet_hours)),
+                       ("send_window", lambda: out.send_window is None or parse_send_window(
+                           out.send_window, shop_zone(out.timezone)))):
+        try:
+            check()
+        except PushgenError as exc:
+            raise InputError(str(exc), file=src, field=f"send.{key}") from None
+    return out
+
+
+def result_settings(section: Any, src: str) -> ResultSettings:
+    """``[results]``: ``attribution_days = 7``."""
+    data = _section(section, src, "results", ResultSettings)
+    days = data.get("attribution_days", 7)
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 90:
+        raise InputError(f"must be a whole number of days from 1 to 90, got {days!r}",
+                         file=src, field="results.attribution_days")
+    return ResultSettings(attribution_days=days)
 
 
 def _llm_settings(section: Any, src: str) -> LLMSettings:
@@ -215,10 +370,15 @@ def config_from_json(config: dict[str, Any] | None, *, name: str, channel: str |
     audience = dict(data.pop("audience", {}) or {})
     known = {f.name for f in dataclasses.fields(AudienceFilter)}
     rank = dict(data.pop("rank", {}) or {})
+    sections = {}
+    for key, cls in (("ab", ABSettings), ("send", SendSettings), ("results", ResultSettings)):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        sections[key] = cls(**{k: v for k, v in (data.pop(key, {}) or {}).items()
+                               if k in fields})
     return CampaignConfig(settings=settings_from_json(data, name=name, channel=channel),
                           audience=AudienceFilter(**{k: v for k, v in audience.items()
                                                      if k in known}),
-                          rank=rank)
+                          rank=rank, **sections)
 
 
 def _check_sender(settings: CampaignSettings, src: str) -> None:

@@ -4,13 +4,20 @@ Events come from hidden tastes: a user's category preference shifts with age ban
 locale and region, their tier shifts the price level they buy at, and each user also has
 idiosyncratic favourite brands and latent item factors. So a hybrid ranker can learn both
 from history and from profile / catalog features. Same seed -> identical data (timestamps
-count back from a fixed date, not from now). Everything goes through ``import_rows``, the
-same validation path as files.
+count back from the day the demo was first built, kept in ``meta``, so activity filters and
+send times keep working as time passes). Everything goes through ``import_rows``, the same
+validation path as files.
+
+Customers live in real timezones (en-US in US zones by region, zh-CN in Asia/Shanghai) and
+each has a daily rhythm: their events cluster around a personal local hour (younger
+segments later in the evening), so per-customer send times have something to learn.
+``simulate_outcomes`` plays a campaign's results from the same hidden tastes.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +33,7 @@ from .store import catalog, get_meta, set_meta
 # Demo history covers the DEMO_DAYS days before its end (by default: today, 00:00 UTC).
 DEMO_DAYS = 90
 DEMO_END_KEY = "demo_end"
+DEMO_PARAMS_KEY = "demo_params"   # seed and sizes, so the hidden tastes can be rebuilt
 
 
 def demo_end(now: _dt.datetime | None = None) -> _dt.datetime:
@@ -169,15 +177,25 @@ ZH_GIVEN = {
 US_TIMEZONES = {"north": "America/Chicago", "south": "America/Chicago",
                 "east": "America/New_York", "west": "America/Los_Angeles"}
 US_AREA_CODES = ["212", "312", "415", "617", "713", "206", "305", "404", "512", "303"]
+# Daily rhythm: the local hour each age band is most active around (a customer's own hour
+# scatters around it), and the spread of their events around their own hour.
+ACTIVE_HOUR = {"18-24": 21.5, "25-34": 20.0, "35-44": 19.0, "45-54": 12.5, "55+": 9.5}
+ACTIVE_HOUR_SPREAD = 2.0      # customers' own hours around their segment's (hours, sd)
+EVENT_HOUR_SPREAD = 1.0       # events around the customer's own hour (hours, sd)
+OFF_RHYTHM_SHARE = 0.15       # events at a random time of day
 
 
 @dataclass
 class DemoData:
-    """Generated rows, ready for ``import_rows``."""
+    """Generated rows, ready for ``import_rows``; ``taste`` is the hidden affinity of each
+    user (rows, in ``users`` order) for each item (columns, ``items`` order) the events were
+    drawn from, and ``active_hour`` each user's own local hour of activity."""
 
     users: list[dict[str, Any]]
     items: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    taste: np.ndarray | None = None
+    active_hour: np.ndarray | None = None
 
 
 @dataclass
@@ -321,6 +339,11 @@ def generate_demo_data(*, seed: int = 7, n_users: int = 2000, n_items: int = 400
 
     end = int((end or demo_end()).timestamp())
     span = DEMO_DAYS * 86400
+    # A separate stream for the daily rhythm, so tastes and purchases stay as they were.
+    clock = np.random.default_rng([seed, 1])
+    own_hour = np.array([ACTIVE_HOUR[u["age_band"]] for u in users]) + clock.normal(
+        0, ACTIVE_HOUR_SPREAD, n_users)
+    offsets = _Offsets(end, DEMO_DAYS)
     events: list[dict[str, Any]] = []
     seen: set[tuple[int, int, str, int]] = set()
     for u, count in enumerate(n_views):
@@ -334,7 +357,8 @@ def generate_demo_data(*, seed: int = 7, n_users: int = 2000, n_items: int = 400
         cart_p = np.clip(0.08 * np.exp(0.6 * relative), 0.02, 0.6)
         carted = rng.random(count) < cart_p
         bought = carted & (rng.random(count) < 0.45)
-        view_ts = end - 7200 - rng.integers(0, span, size=count)
+        view_ts = _in_rhythm(end - 7200 - rng.integers(0, span, size=count), own_hour[u],
+                             offsets.of(users[u]["timezone"]), clock, end, span)
         cart_ts = view_ts + rng.integers(30, 1800, size=count)
         buy_ts = cart_ts + rng.integers(60, 3600, size=count)
         user = users[u]["external_id"]
@@ -347,7 +371,44 @@ def generate_demo_data(*, seed: int = 7, n_users: int = 2000, n_items: int = 400
                     seen.add(key)
                     events.append({"user": user, "item": sku, "kind": kind, "ts": _iso(ts)})
     events.sort(key=lambda e: (e["ts"], e["user"], e["item"], e["kind"]))
-    return DemoData(users=users, items=items, events=events)
+    return DemoData(users=users, items=items, events=events, taste=scores,
+                    active_hour=np.mod(np.round(own_hour), 24).astype(int))
+
+
+class _Offsets:
+    """UTC offset (seconds) of a timezone on each day of the demo history, computed once
+    per zone, so event times follow daylight saving time as real clocks do."""
+
+    def __init__(self, end: int, days: int) -> None:
+        self.end, self.days = end, days
+        self._zones: dict[str, np.ndarray] = {}
+
+    def of(self, name: str) -> np.ndarray:
+        if name not in self._zones:
+            from zoneinfo import ZoneInfo
+
+            zone = ZoneInfo(name)
+            self._zones[name] = np.array([
+                int(_dt.datetime.fromtimestamp(self.end - d * 86400, zone).utcoffset()
+                    .total_seconds()) for d in range(self.days + 2)])
+        return self._zones[name]
+
+
+def _in_rhythm(raw: np.ndarray, hour: float, offsets: np.ndarray,
+               clock: np.random.Generator, end: int, span: int) -> np.ndarray:
+    """Event times on the same days as ``raw`` but at the customer's local time of day:
+    around ``hour`` (a few off-rhythm ones anywhere), kept inside the history (with room
+    for the cart and purchase that may follow)."""
+    n = len(raw)
+    local_hour = np.where(clock.random(n) < OFF_RHYTHM_SHARE, clock.uniform(0, 24, n),
+                          clock.normal(hour, EVENT_HOUR_SPREAD, n))
+    seconds = (np.mod(local_hour, 24) * 3600).astype(np.int64)
+    offset = offsets[np.clip((end - raw) // 86400, 0, len(offsets) - 1)]
+    local = raw + offset
+    ts = local - local % 86400 + seconds - offset
+    latest, earliest = end - 7200 - 5400, end - 7200 - span
+    ts = np.where(ts > latest, ts - 86400, ts)
+    return np.where(ts < earliest, ts + 86400, ts)
 
 
 def _iso(epoch: Any) -> str:
@@ -381,6 +442,8 @@ def build_demo_shop(db: Database, *, seed: int = 7, n_users: int = 2000, n_items
             raise PushgenError("the database already holds other data; build the demo in a new "
                                "file (e.g. --db demo.db)")
         set_meta(db, DEMO_END_KEY, end.isoformat())
+        set_meta(db, DEMO_PARAMS_KEY, json.dumps({"seed": seed, "n_users": n_users,
+                                                  "n_items": n_items, "n_events": n_events}))
     by_kind: dict[str, int] = {}
     for event in data.events:
         by_kind[event["kind"]] = by_kind.get(event["kind"], 0) + 1
@@ -392,5 +455,125 @@ def build_demo_shop(db: Database, *, seed: int = 7, n_users: int = 2000, n_items
         reports=reports, seconds=time.perf_counter() - started)
 
 
+# --- a campaign's results, played from the hidden tastes -------------------------------------
+# Per exported message: delivered (else bounced, some hard), opened, then clicked and
+# converted with chances that grow with how much the customer's hidden taste likes the
+# message's lead item (z-scored against their taste for the whole catalog). Every customer
+# assigned to the campaign, hold-out included, may also buy on their own in the window.
+DELIVERED = 0.97
+HARD_BOUNCE_SHARE = 0.3
+OPENED = 0.35
+CLICK_BASE, CLICK_TASTE = 0.10, 0.8          # P(click | open) = base * exp(taste * z)
+CONVERT_BASE, CONVERT_TASTE = 0.35, 0.4      # P(convert | click) = base * exp(taste * z)
+UNSUBSCRIBED, COMPLAINED = 0.004, 0.001
+ORGANIC_PURCHASE = 0.03                      # own purchases in the window, any group
+
+
+@dataclass
+class SimulatedResults:
+    """What ``simulate_outcomes`` played: the platform's report and the shop's orders."""
+
+    outcomes: list[dict[str, Any]]           # rows for ``import outcomes``
+    purchases: list[dict[str, Any]]          # rows for ``import events`` (kind purchase)
+    window: tuple[str, str]
+
+
+def _when(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hidden_tastes(db: Database) -> tuple[DemoData, dict[str, int], dict[str, int], np.ndarray]:
+    """The demo shop's data rebuilt from its seed, the row of each customer and column of
+    each item, and each customer's taste for each item z-scored against their taste for the
+    whole catalog (how much more than usual they like it)."""
+    params = get_meta(db, DEMO_PARAMS_KEY)
+    stored_end = get_meta(db, DEMO_END_KEY)
+    if not params or not stored_end:
+        raise PushgenError("outcomes can only be simulated for the demo shop (pushgen demo)")
+    data = generate_demo_data(**json.loads(params), end=_dt.datetime.fromisoformat(stored_end))
+    assert data.taste is not None
+    taste = data.taste
+    z = (taste - taste.mean(axis=1, keepdims=True)) / (taste.std(axis=1, keepdims=True) + 1e-9)
+    return (data, {u["external_id"]: i for i, u in enumerate(data.users)},
+            {it["sku"]: j for j, it in enumerate(data.items)}, z)
+
+
+def simulate_outcomes(db: Database, campaign: str, *, attribution_days: int = 7
+                      ) -> SimulatedResults:
+    """Play the results of an exported campaign of the demo shop from its hidden tastes:
+    customers whose taste matches the message's lead item click and convert more, so a
+    ranked variant beats a random-pick one and the campaign beats its hold-out group. The
+    same database gives the same rows every time (importing them twice changes nothing)."""
+    from .store import outcomes as outcome_store
+
+    data, user_pos, item_pos, z = hidden_tastes(db)
+    taste = data.taste
+    assert taste is not None
+    spec = json.loads(get_meta(db, DEMO_PARAMS_KEY) or "{}")
+    messages = outcome_store.messages_to_simulate(db, campaign)
+    if not messages:
+        raise PushgenError(f"campaign {campaign!r} has no exported message to simulate")
+    outcomes: list[dict[str, Any]] = []
+    purchases: list[dict[str, Any]] = []
+    sends = [_dt.datetime.fromisoformat(m["send_at"].replace("Z", "+00:00")) for m in messages]
+    start, end = min(sends), max(sends) + _dt.timedelta(days=attribution_days)
+
+    def report(m: dict[str, Any], event: str, at: _dt.datetime, **extra: Any) -> None:
+        outcomes.append({"draft_id": m["draft_id"], "event": event, "ts": _when(at), **extra})
+
+    for m, t0 in zip(messages, sends):
+        u, j = user_pos.get(m["external_id"]), item_pos.get(m["sku"])
+        if u is None or j is None:
+            continue
+        # Each message's own random stream: whether it is delivered and opened does not
+        # depend on which items other messages showed.
+        rng = np.random.default_rng([spec["seed"], 2, m["draft_id"]])
+        score = float(z[u, j])
+        report(m, "sent", t0)
+        if rng.random() >= DELIVERED:
+            report(m, "bounced", t0 + _dt.timedelta(seconds=int(rng.integers(5, 600))),
+                   bounce="hard" if rng.random() < HARD_BOUNCE_SHARE else "soft")
+            continue
+        t = t0 + _dt.timedelta(seconds=int(rng.integers(5, 120)))
+        report(m, "delivered", t)
+        if rng.random() < UNSUBSCRIBED:
+            report(m, "unsubscribed", t + _dt.timedelta(hours=int(rng.integers(1, 48))))
+        elif rng.random() < COMPLAINED:
+            report(m, "complained", t + _dt.timedelta(hours=int(rng.integers(1, 48))))
+        if rng.random() >= OPENED:
+            continue
+        t += _dt.timedelta(seconds=int(rng.integers(60, 6 * 3600)))
+        report(m, "opened", t)
+        if rng.random() >= min(CLICK_BASE * np.exp(CLICK_TASTE * score), 0.6):
+            continue
+        t += _dt.timedelta(seconds=int(rng.integers(5, 600)))
+        report(m, "clicked", t, item=m["sku"])
+        if rng.random() >= min(CONVERT_BASE * np.exp(CONVERT_TASTE * score), 0.85):
+            continue
+        t += _dt.timedelta(seconds=int(rng.integers(60, 7200)))
+        item = data.items[j]
+        price = item["sale_price"] if item["sale_price"] is not None else item["price"]
+        report(m, "converted", t, item=m["sku"], value=round(float(price), 2))
+        purchases.append({"user": m["external_id"], "item": m["sku"], "kind": "purchase",
+                          "ts": _when(t)})
+    # Purchases nobody sent a message for: every assigned customer, hold-out included.
+    seconds = int((end - start).total_seconds())
+    sellable = np.array([it["active"] == "yes" for it in data.items])
+    for ext in outcome_store.assigned_customers(db, campaign):
+        u = user_pos.get(ext)
+        if u is None:
+            continue
+        rng = np.random.default_rng([spec["seed"], 3, u])
+        if rng.random() >= ORGANIC_PURCHASE:
+            continue
+        w = np.exp(taste[u] - taste[u].max()) * sellable
+        j = int(rng.choice(len(data.items), p=w / w.sum()))
+        at = start + _dt.timedelta(seconds=int(rng.integers(0, seconds)))
+        purchases.append({"user": ext, "item": data.items[j]["sku"], "kind": "purchase",
+                          "ts": _when(at)})
+    return SimulatedResults(outcomes, purchases, (_when(start), _when(end)))
+
+
 __all__ = ["build_demo_shop", "generate_demo_data", "DemoSummary", "DemoData", "CATEGORIES",
-           "AGE_BANDS", "GENDERS", "REGIONS", "TIERS", "DEMO_DAYS", "demo_end"]
+           "AGE_BANDS", "GENDERS", "REGIONS", "TIERS", "DEMO_DAYS", "demo_end",
+           "simulate_outcomes", "SimulatedResults", "hidden_tastes"]

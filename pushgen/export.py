@@ -5,7 +5,14 @@ consent is read again (opted-out customers are skipped and counted), every draft
 again by the current channel rules and guards (one that fails now is reopened with the
 reason), and catalog facts are compared with what was approved (a changed price, sale
 price or currency, an inactive or out-of-stock item reopens the draft). At most one message
-per customer per campaign leaves: the lowest variant, and none once another variant went out.
+per customer per campaign leaves: the variant the customer was assigned (``pushgen.assign``;
+for campaigns drafted before assignments existed, the lowest variant), and none once another
+variant went out.
+
+Each message gets its own send time (``send_at``, UTC) with a ``send_time_reason``: the
+customer's usual active hour in their own timezone, inside the campaign's send window and
+never inside quiet hours in their local time (``pushgen.sendtime``; quiet hours are on for
+SMS by default). Customers without a timezone get the shop's default, named in the report.
 
 Exactly once, whatever happens to the process (kill -9 included):
 
@@ -52,14 +59,19 @@ from urllib.parse import quote
 from sqlite_utils import Database
 
 from .channels import control_chars, one_line
-from .config import demo_sender_fields, settings_from_json
+from .config import SendSettings, config_from_json, demo_sender_fields, settings_from_json
 from .errors import PushgenError
 from .generate.guards import neutralize_template_syntax
 from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
 from .review import actor_name, campaign_id, recheck_many
+from .segments import profile_segment
+from .sendtime import (DEFAULT_SMS_QUIET_HOURS, MIN_EVENTS, Customer, QuietHours, SendPlan,
+                       SendWindow, parse_quiet_hours, parse_send_window, plan_all, shop_zone)
 from .signing import recipient_unsubscribe_url, shop_secret
+from .store import assignments as assignment_store
 from .store import now_iso
 from .store import reviews as store
+from .store import send_times as send_store
 
 FORMATS: dict[str, tuple[str, ...]] = {"email": ("csv", "jsonl", "eml"),
                                        "sms": ("csv", "jsonl"), "push": ("csv", "jsonl")}
@@ -68,10 +80,11 @@ FORMATS: dict[str, tuple[str, ...]] = {"email": ("csv", "jsonl", "eml"),
 # Columns added later go at the end, so importers mapping by position keep working.
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "email": ("email", "first_name", "subject", "preheader", "html", "text", "campaign",
-              "draft_id", "variant", "send_at", "from", "unsubscribe_url"),
-    "sms": ("phone", "external_id", "text", "campaign", "draft_id", "variant", "send_at"),
+              "draft_id", "variant", "send_at", "from", "unsubscribe_url", "send_time_reason"),
+    "sms": ("phone", "external_id", "text", "campaign", "draft_id", "variant", "send_at",
+            "send_time_reason"),
     "push": ("external_id", "title", "body", "deep_link", "campaign", "draft_id", "variant",
-             "send_at", "push_token"),
+             "send_at", "push_token", "send_time_reason"),
 }
 _CONTACT = {"email": "user_email", "sms": "user_phone", "push": "user_external_id"}
 
@@ -102,17 +115,26 @@ class ExportReport:
     skipped_failing: int = 0            # fails a check now: reopened for review
     skipped_stale: int = 0              # catalog changed since approval: reopened for review
     skipped_extra_variant: int = 0      # another variant of the same customer goes / went out
+    skipped_holdout: int = 0            # drafts of hold-out customers (never sent)
     not_approved: int = 0               # drafts of the campaign still in review or rejected
     already_exported: int = 0           # exported before (written again only with --again)
     stale_reasons: list[str] = field(default_factory=list)    # "draft 12: SKU-1 price ..."
     failing_reasons: list[str] = field(default_factory=list)  # "draft 12: guard.links ..."
     neutralised_cells: list[str] = field(default_factory=list)  # "draft 12 subject"
     notes: list[str] = field(default_factory=list)  # reconciled exports, cleaned temp files
+    # Send times: the window, quiet hours, the shop's timezone, and how the hours were found.
+    send_window: tuple[str, str] | None = None
+    quiet_hours: str | None = None
+    shop_timezone: str = "UTC"
+    shop_timezone_customers: int = 0    # customers without a (known) timezone of their own
+    send_sources: dict[str, int] = field(default_factory=dict)   # own | segment | shop
+    send_hours: list[int] = field(default_factory=lambda: [0] * 24)  # messages per local hour
 
     @property
     def skipped(self) -> int:
         return (self.skipped_no_consent + self.skipped_no_contact + self.skipped_bad_contact
-                + self.skipped_failing + self.skipped_stale + self.skipped_extra_variant)
+                + self.skipped_failing + self.skipped_stale + self.skipped_extra_variant
+                + self.skipped_holdout)
 
 
 @dataclass
@@ -132,19 +154,70 @@ class _Outgoing:
     unsubscribe_url: str = ""
 
 
-def parse_send_at(value: str | None) -> str | None:
-    """Validate an ISO 8601 send time; a time without zone is refused (ambiguous)."""
-    if value is None or value == "":
-        return None
-    try:
-        when = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PushgenError(f"--send-at {value!r} is not an ISO 8601 time "
-                           "(e.g. 2026-12-01T09:00:00+08:00)") from None
-    if when.tzinfo is None:
-        raise PushgenError(f"--send-at {value!r} has no time zone; add one, e.g. "
-                           f"{value}+00:00 or {value}Z")
-    return when.isoformat()
+@dataclass
+class SendOptions:
+    """When an export's messages go out: the window (UTC, never before now), quiet hours
+    in each customer's local time (None: none), the shop's timezone for customers without
+    one, and how many events make a customer's own hour."""
+
+    window: SendWindow
+    quiet: QuietHours | None
+    shop_timezone: str
+    min_events: int = MIN_EVENTS
+
+
+def send_options(channel: str, settings: SendSettings | None = None, *,
+                 send_window: str | None = None, quiet_hours: str | None = None,
+                 timezone: str | None = None, min_events: int | None = None,
+                 now: _dt.datetime | None = None) -> SendOptions:
+    """The export's send options: the campaign's ``[send]`` settings, overridden by the
+    arguments. No window means the next 24 hours; quiet hours default to 21:00-09:00 for
+    SMS and none for email and push (``"off"`` turns them off). A window that has ended is
+    refused; one that has begun starts now."""
+    settings = settings or SendSettings()
+    tz_name = timezone or settings.timezone or "UTC"
+    tz = shop_zone(tz_name)
+    now = (now or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
+    text = send_window or settings.send_window
+    if text:
+        window = parse_send_window(text, tz)
+        if window.end <= now:
+            raise PushgenError(f"the send window {text} has already ended; give a window in "
+                               "the future (--send-window START/END or a day)")
+        if window.start < now:
+            window = SendWindow(now.replace(microsecond=0), window.end)
+    else:
+        start = now.replace(second=0, microsecond=0)
+        window = SendWindow(start, start + _dt.timedelta(days=1))
+    quiet_text = quiet_hours if quiet_hours is not None else settings.quiet_hours
+    if quiet_text is None and channel == "sms":
+        quiet_text = DEFAULT_SMS_QUIET_HOURS
+    events = min_events if min_events is not None else settings.min_events
+    if events < 1:
+        raise PushgenError(f"--min-events {events}: use 1 or more")
+    return SendOptions(window, parse_quiet_hours(quiet_text), tz.key, events)
+
+
+def plan_send_times(db: Database, user_ids: list[int], options: SendOptions
+                    ) -> tuple[dict[int, SendPlan], dict[str, int]]:
+    """Each customer's send time (``sendtime.plan_all``) from their timezone, profile
+    segment and event history; and how many plans came from own / segment / shop history
+    and how many customers got the shop's timezone."""
+    profiles = send_store.profiles(db, user_ids)
+    times = send_store.event_times(db, user_ids)
+    customers = [Customer(u, profiles[u][0], profile_segment(profiles[u][1]), times[u])
+                 for u in user_ids]
+    return plan_all(customers, options.window, shop_tz=shop_zone(options.shop_timezone),
+                    quiet=options.quiet, min_events=options.min_events)
+
+
+def parse_send_at(value: str | None) -> None:
+    """``--send-at`` (one send time for the whole campaign) was replaced by per-customer
+    send times; a clear error points to ``--send-window``."""
+    if value:
+        raise PushgenError("--send-at was replaced by per-customer send times: each message "
+                           "now goes out at its customer's usual hour; give the window with "
+                           "--send-window START/END (or a day, e.g. 2026-12-01)")
 
 
 def _slug(name: str) -> str:
@@ -258,11 +331,16 @@ def usable_email(address: str | None, *, for_eml: bool = False) -> bool:
     return True
 
 
-def _record(msg: _Outgoing, channel: str, campaign: str, send_at: str | None,
+def _utc(when: _dt.datetime) -> str:
+    return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _record(msg: _Outgoing, channel: str, campaign: str, plan: SendPlan,
             settings: CampaignSettings) -> dict[str, Any]:
     """One exported message as a flat dict (the CSV columns are a subset of it)."""
     base: dict[str, Any] = {"campaign": campaign, "draft_id": msg.draft_id,
-                            "variant": msg.variant, "send_at": send_at or ""}
+                            "variant": msg.variant, "send_at": _utc(plan.send_at),
+                            "send_time_reason": plan.reason}
     if channel == "email":
         return {"email": msg.email, "first_name": _data_text(msg.recipient.first_name),
                 **{k: msg.content.get(k, "") for k in CHANNEL_FIELDS["email"]}, **base,
@@ -306,10 +384,12 @@ def _write_csv(fh: TextIO, channel: str, records: list[dict[str, Any]],
 
 
 def _write_jsonl(fh: TextIO, channel: str, records: list[dict[str, Any]],
-                 outgoing: list[_Outgoing]) -> None:
+                 outgoing: list[_Outgoing], plans: dict[int, SendPlan]) -> None:
     for rec, msg in zip(records, outgoing):
+        plan = plans[msg.user_id]
         line = {"channel": channel, "external_id": msg.recipient.external_id,
-                "name": _data_text(msg.recipient.name), "locale": msg.locale, **rec}
+                "name": _data_text(msg.recipient.name), "locale": msg.locale, **rec,
+                "send_at_local": plan.local_time.isoformat(), "timezone": plan.timezone}
         fh.write(json.dumps(line, ensure_ascii=False, sort_keys=False) + "\n")
 
 
@@ -423,12 +503,16 @@ def _select(db: Database, rows: list[dict[str, Any]], channel: str, fmt: str,
     return out
 
 
-def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int],
+def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int], assigned: dict[int, int],
                   report: ExportReport) -> list[_Outgoing]:
-    """The lowest variant of each customer, and none for a customer already sent one."""
+    """Each customer's assigned variant (the lowest one for a customer without an
+    assignment), none for the hold-out group, and none for a customer already sent one."""
     best: dict[int, _Outgoing] = {}
     for m in outgoing:
-        if m.user_id in already_sent:
+        own = assigned.get(m.user_id)
+        if own == 0:
+            report.skipped_holdout += 1
+        elif m.user_id in already_sent or (own is not None and m.variant != own):
             report.skipped_extra_variant += 1
         elif m.user_id not in best or m.variant < best[m.user_id].variant:
             if m.user_id in best:
@@ -443,24 +527,24 @@ def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int],
 
 
 def _write_tmp(tmp: Path, fmt: str, channel: str, campaign: str, settings: CampaignSettings,
-               outgoing: list[_Outgoing], send_at: str | None, report: ExportReport) -> None:
+               outgoing: list[_Outgoing], plans: dict[int, SendPlan],
+               report: ExportReport) -> None:
     """The complete export under its temporary name, fsynced (file or .eml folder)."""
     if fmt in ("csv", "jsonl"):
-        records = [_record(m, channel, campaign, send_at, settings) for m in outgoing]
+        records = [_record(m, channel, campaign, plans[m.user_id], settings)
+                   for m in outgoing]
         with open(tmp, "x", encoding="utf-8", newline="") as fh:
             if fmt == "csv":
                 _write_csv(fh, channel, records, report.neutralised_cells)
             else:
-                _write_jsonl(fh, channel, records, outgoing)
+                _write_jsonl(fh, channel, records, outgoing, plans)
             fh.flush()
             os.fsync(fh.fileno())
         return
-    # Date: the planned send time when given (what the recipient will see), else now.
-    date = (_dt.datetime.fromisoformat(send_at) if send_at
-            else _dt.datetime.now(_dt.timezone.utc))
     tmp.mkdir()
     for n, m in enumerate(outgoing, 1):
-        data = build_eml(m, settings, date=date)
+        # Date: the message's planned send time (what the recipient will see).
+        data = build_eml(m, settings, date=plans[m.user_id].send_at)
         with open(tmp / f"{m.draft_id}.eml", "xb") as fh:
             fh.write(data)
             fh.flush()
@@ -556,19 +640,23 @@ def _clean_stale_tmp(out: Path, keep: set[str]) -> list[str]:
 
 def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                     out_dir: str | os.PathLike[str], again: bool = False,
-                    send_at: str | None = None, actor: str | None = None,
-                    allow_demo_sender: bool = False) -> ExportReport:
+                    send_window: str | None = None, quiet_hours: str | None = None,
+                    timezone: str | None = None, min_events: int | None = None,
+                    actor: str | None = None, allow_demo_sender: bool = False,
+                    now: _dt.datetime | None = None) -> ExportReport:
     """Write the approved ``channel`` drafts of ``campaign`` to a new file in ``out_dir``.
 
     Nothing to export writes no file (``report.path`` is None, ``exported`` 0). With
     ``again`` drafts exported before are written again too (and keep status exported).
     ``allow_demo_sender``: export even though the campaign still uses the demo sender.
+    ``send_window`` ("START/END" or a day), ``quiet_hours`` ("21:00-09:00" or "off"),
+    ``timezone`` (the shop's, for customers without one) and ``min_events`` override the
+    campaign's ``[send]`` settings (``send_options``).
     """
     if channel not in FORMATS:
         raise PushgenError(f"unknown channel {channel!r}: use email, sms or push")
     if fmt not in FORMATS[channel]:
         raise PushgenError(f"{channel} exports as {' or '.join(FORMATS[channel])}, not {fmt!r}")
-    send_at = parse_send_at(send_at)
     who = actor_name(actor)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -582,8 +670,12 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                                f"drafts, not {channel}: use `pushgen export "
                                f"{sorted(by_channel)[0]} -c {campaign}`")
         raise PushgenError(f"campaign {campaign} has no drafts yet (run `pushgen draft`)")
-    settings = settings_from_json(json.loads(row["config"] or "{}"), name=campaign,
-                                  channel=channel)
+    stored = json.loads(row["config"] or "{}")
+    settings = settings_from_json(stored, name=campaign, channel=channel)
+    timing = send_options(channel, config_from_json(stored, name=campaign).send,
+                          send_window=send_window, quiet_hours=quiet_hours, timezone=timezone,
+                          min_events=min_events, now=now)
+    window_text = f"{_utc(timing.window.start)}/{_utc(timing.window.end)}"
     demo = demo_sender_fields(settings, channel)
     if demo and not allow_demo_sender:
         raise PushgenError(
@@ -601,7 +693,8 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
             outgoing = _select(db, store.exportable_drafts(db, cid, channel, statuses),
                                channel, fmt, report, reopen, settings)
             sent = set() if again else store.exported_user_ids(db, cid, channel)
-            outgoing = _one_per_user(outgoing, sent, report)
+            outgoing = _one_per_user(outgoing, sent, assignment_store.variant_of(db, cid),
+                                     report)
             report.not_approved = sum(
                 store.count_drafts(db, campaign_id=cid, channel=channel, status=s)
                 for s in ("draft", "rejected"))
@@ -618,6 +711,14 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                         {"actor": who, "action": "reopen", "at": now, "reason": reason})
             if not outgoing:
                 return report
+            plans, sources = plan_send_times(db, [m.user_id for m in outgoing], timing)
+            report.send_window = (_utc(timing.window.start), _utc(timing.window.end))
+            report.quiet_hours = str(timing.quiet) if timing.quiet else None
+            report.shop_timezone = timing.shop_timezone
+            report.shop_timezone_customers = sources.pop("shop_timezone")
+            report.send_sources = sources
+            for plan in plans.values():
+                report.send_hours[plan.local_time.hour] += 1
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 path = _target(out, campaign, channel, fmt).absolute()
@@ -629,7 +730,7 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                 db, [{"id": m.draft_id, "version": m.version, "status": m.status,
                       "content": m.content} for m in outgoing], "exported",
                 {"actor": who, "action": "export", "at": now,
-                 "reason": f"{fmt} {path.name}" + (f" send_at {send_at}" if send_at else "")},
+                 "reason": f"{fmt} {path.name}, send window {window_text}"},
                 extra={"exported_at": now})
             if len(changed) != len(outgoing):  # pragma: no cover - the write lock prevents it
                 raise PushgenError("drafts changed during export; nothing was marked and "
@@ -640,12 +741,18 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
             report.export_id = store.insert_export(db, {
                 "campaign_id": cid, "channel": channel, "format": fmt, "path": str(path),
                 "tmp_path": str(tmp), "drafts": entries, "messages": len(outgoing),
-                "actor": who, "send_at": send_at, "started_at": now})
+                "actor": who, "send_at": window_text, "started_at": now})
+            send_store.save_plans(db, report.export_id, [
+                {"draft_id": m.draft_id, "user_id": m.user_id,
+                 "send_at": _utc(plans[m.user_id].send_at),
+                 "local_time": plans[m.user_id].local_time.isoformat(),
+                 "timezone": plans[m.user_id].timezone, "source": plans[m.user_id].source,
+                 "reason": plans[m.user_id].reason} for m in outgoing])
         # Committed: the drafts are marked and the export is recorded. From here a crash is
         # reconciled by the next export; an error is undone right away.
         _kill_point("journal")
         try:
-            _write_tmp(tmp, fmt, channel, campaign, settings, outgoing, send_at, report)
+            _write_tmp(tmp, fmt, channel, campaign, settings, outgoing, plans, report)
             _kill_point("written")
             os.rename(tmp, path)
             _fsync_dir(path.parent)
@@ -673,4 +780,5 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
 
 __all__ = ["ExportReport", "FORMATS", "CSV_COLUMNS", "KILL_ENV", "export_campaign",
            "build_eml", "catalog_changes", "csv_safe", "usable_email", "usable_phone",
-           "reconcile_exports", "parse_send_at", "write_text_atomic"]
+           "reconcile_exports", "parse_send_at", "write_text_atomic", "SendOptions",
+           "send_options", "plan_send_times"]

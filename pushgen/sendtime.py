@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -128,15 +128,58 @@ def parse_send_window(text: str, tz: ZoneInfo) -> SendWindow:
     return SendWindow(start.astimezone(UTC), end.astimezone(UTC))
 
 
-def local_hour_counts(timestamps: Iterable[str], tz: ZoneInfo) -> np.ndarray:
-    """How many of ``timestamps`` (ISO 8601, UTC when naive) fall in each local hour 0-23."""
-    counts = np.zeros(24, np.int64)
-    for ts in timestamps:
-        d = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        if d.tzinfo is None:
-            d = d.replace(tzinfo=UTC)
-        counts[d.astimezone(tz).hour] += 1
-    return counts
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
+# UTC offsets are looked up per quarter hour: every timezone changes its offset on a UTC
+# quarter hour (Lord Howe on the half hour, Chatham on the hour), so this is exact.
+_BUCKET = 900
+
+
+def epoch_seconds(ts: str | int) -> int:
+    """Seconds since 1970 (UTC) of an ISO 8601 timestamp (UTC when naive); ints pass."""
+    if isinstance(ts, (int, np.integer)):
+        return int(ts)
+    d = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return int((d - _EPOCH).total_seconds())
+
+
+def _epochs(timestamps: Sequence[str | int]) -> np.ndarray:
+    values = np.asarray(timestamps)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64).reshape(-1)
+    return np.array([epoch_seconds(t) for t in timestamps], np.int64)
+
+
+def local_hours(epochs: np.ndarray, tz: ZoneInfo) -> np.ndarray:
+    """The local hour (0-23) in ``tz`` of each of ``epochs``: offsets are computed once per
+    quarter hour present, so millions of events cost a few thousand zone lookups."""
+    epochs = np.asarray(epochs, np.int64)
+    if not len(epochs):
+        return np.zeros(0, np.int64)
+    buckets, inverse = np.unique(epochs // _BUCKET, return_inverse=True)
+    offsets = np.array([int(_dt.datetime.fromtimestamp(int(b) * _BUCKET, tz).utcoffset()
+                            .total_seconds()) for b in buckets], np.int64)
+    return (epochs + offsets[inverse.reshape(-1)]) % 86400 // 3600
+
+
+def local_hour_counts(timestamps: Iterable[str | int], tz: ZoneInfo) -> np.ndarray:
+    """How many of ``timestamps`` (ISO 8601, UTC when naive, or epoch seconds) fall in each
+    local hour 0-23."""
+    epochs = np.array([epoch_seconds(t) for t in timestamps], np.int64)
+    return np.bincount(local_hours(epochs, tz), minlength=24).astype(np.int64)
+
+
+def preferred_hours(counts: np.ndarray, min_events: int = MIN_EVENTS) -> np.ndarray:
+    """``preferred_hour`` of every row of a (rows, 24) matrix at once; -1 for rows with
+    fewer than ``min_events`` events."""
+    counts = np.asarray(counts, np.float64).reshape(-1, 24)
+    smooth = counts + 0.25 * (np.roll(counts, 1, axis=1) + np.roll(counts, -1, axis=1))
+    best = counts.max(axis=1, keepdims=True)
+    # argmax takes the first maximum: the earliest of the busiest hours with the busiest
+    # neighbours.
+    hours = np.argmax(np.where(counts == best, smooth, -np.inf), axis=1)
+    return np.where(counts.sum(axis=1) >= max(min_events, 1), hours, -1)
 
 
 def preferred_hour(counts: np.ndarray, min_events: int = MIN_EVENTS) -> int | None:
@@ -222,7 +265,7 @@ class Customer:
     user_id: int
     timezone: str | None
     segment: str
-    timestamps: list[str]
+    timestamps: Sequence[str | int]   # ISO 8601 (UTC when naive) or epoch seconds
 
 
 def plan_all(customers: Iterable[Customer], window: SendWindow, *, shop_tz: ZoneInfo,
@@ -231,42 +274,55 @@ def plan_all(customers: Iterable[Customer], window: SendWindow, *, shop_tz: Zone
     """Send plans for every customer, and counts: own / segment / shop history, and customers
     given the shop's timezone because theirs is missing or unknown."""
     people = list(customers)
-    zones: dict[int, ZoneInfo] = {}
-    counts: dict[int, np.ndarray] = {}
-    seg_counts: dict[str, np.ndarray] = {}
-    shop_counts = np.zeros(24, np.int64)
+    n = len(people)
     stats = {"own": 0, "segment": 0, "shop": 0, "shop_timezone": 0}
+    known: dict[str | None, ZoneInfo | None] = {}
+    zones: list[ZoneInfo] = []
     for c in people:
-        z = zone(c.timezone)
+        if c.timezone not in known:
+            known[c.timezone] = zone(c.timezone)
+        z = known[c.timezone]
         if z is None:
             z = shop_tz
             stats["shop_timezone"] += 1
-        zones[c.user_id] = z
-        h = local_hour_counts(c.timestamps, z)
-        counts[c.user_id] = h
-        seg_counts[c.segment] = seg_counts.get(c.segment, np.zeros(24, np.int64)) + h
-        shop_counts += h
-    shop_hour = preferred_hour(shop_counts, 1)
-    if shop_hour is None:
+        zones.append(z)
+    # Every event's local hour, zone by zone, then counts per customer in one bincount.
+    per_customer = [_epochs(c.timestamps) for c in people]
+    sizes = np.array([len(e) for e in per_customer], np.int64)
+    owner = np.repeat(np.arange(n), sizes)
+    epochs = np.concatenate(per_customer) if n else np.zeros(0, np.int64)
+    hours = np.zeros(len(epochs), np.int64)
+    zone_of = np.repeat(np.array([z.key for z in zones], object), sizes)
+    for key in {z.key for z in zones}:
+        mask = zone_of == key
+        hours[mask] = local_hours(epochs[mask], ZoneInfo(key))
+    counts = np.bincount(owner * 24 + hours, minlength=n * 24).reshape(n, 24)
+    segments = sorted({c.segment for c in people})
+    seg_index = np.array([segments.index(c.segment) for c in people], np.int64) \
+        if n else np.zeros(0, np.int64)
+    seg_counts = np.zeros((len(segments), 24), np.int64)
+    np.add.at(seg_counts, seg_index, counts)
+    own_hours = preferred_hours(counts, min_events)
+    seg_hours = preferred_hours(seg_counts, min_events)
+    shop_hour = int(preferred_hours(counts.sum(axis=0), 1)[0]) if n else -1
+    if shop_hour < 0:
         shop_hour = 12   # no history anywhere: midday
     plans: dict[int, SendPlan] = {}
     cache: dict[tuple, tuple[_dt.datetime, int] | None] = {}
-    for c in people:
-        own = preferred_hour(counts[c.user_id], min_events)
-        if own is not None:
-            hour, source, why = own, "own", "own history"
+    for i, c in enumerate(people):
+        if own_hours[i] >= 0:
+            hour, source, why = int(own_hours[i]), "own", "own history"
+        elif seg_hours[seg_index[i]] >= 0:
+            hour, source, why = int(seg_hours[seg_index[i]]), "segment", f"segment {c.segment}"
         else:
-            seg = preferred_hour(seg_counts[c.segment], min_events)
-            if seg is not None:
-                hour, source, why = seg, "segment", f"segment {c.segment}"
-            else:
-                hour, source, why = shop_hour, "shop", "shop-wide history"
+            hour, source, why = shop_hour, "shop", "shop-wide history"
         stats[source] += 1
-        plans[c.user_id] = plan(window, zones[c.user_id], hour, quiet=quiet, source=source,
-                                why=why, _cache=cache)
+        plans[c.user_id] = plan(window, zones[i], hour, quiet=quiet, source=source, why=why,
+                                _cache=cache)
     return plans, stats
 
 
 __all__ = ["QuietHours", "SendWindow", "SendPlan", "Customer", "parse_quiet_hours",
            "parse_send_window", "zone", "shop_zone", "local_hour_counts", "preferred_hour",
+           "preferred_hours", "local_hours", "epoch_seconds",
            "plan", "plan_all", "MIN_EVENTS", "DEFAULT_SMS_QUIET_HOURS"]

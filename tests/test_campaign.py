@@ -123,15 +123,20 @@ def test_interrupted_campaign_resumes_without_duplicates(shop: Path) -> None:
     assert total == expected - done.no_items
 
 
-def test_variants_lead_with_different_items(shop: Path) -> None:
+def test_variants_assign_one_each_and_lead_with_different_items(shop: Path) -> None:
     db = open_store(shop)
-    report = draft_campaign(db, "ab", _cfg("ab", "sms", limit=10), variants=2)
-    assert report.drafted == 20
-    rows = _rows(shop, "SELECT user_id, variant, items FROM drafts ORDER BY user_id, variant")
-    firsts = {}
-    for uid, variant, items in rows:
-        firsts.setdefault(uid, []).append(json.loads(items)[0]["sku"])
-    assert all(len(set(skus)) == 2 for skus in firsts.values())
+    report = draft_campaign(db, "ab", _cfg("ab", "sms", limit=40), variants=2)
+    assert report.drafted == report.audience == 40     # one draft per customer
+    rows = _rows(shop, "SELECT d.user_id, d.variant, d.items, a.variant FROM drafts d "
+                       "JOIN assignments a ON a.user_id = d.user_id "
+                       "AND a.campaign_id = d.campaign_id")
+    assert len(rows) == 40 and {r[1] for r in rows} == {1, 2}
+    assert all(variant == assigned for _, variant, _, assigned in rows)
+    recs = dict(_rows(shop, "SELECT r.user_id, i.sku FROM recommendations r JOIN items i "
+                            "ON i.id = r.item_id WHERE r.rank = 2"))
+    for uid, variant, items, _ in rows:     # variant 2 leads with the second recommendation
+        if variant == 2:
+            assert json.loads(items)[0]["sku"] == recs[uid]
 
 
 def test_audience_filters_and_frequency_cap(shop: Path) -> None:

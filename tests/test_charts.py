@@ -33,5 +33,9 @@ def test_histogram_has_24_bars():
     counts[9], counts[19] = 40, 75
     svg = histogram_svg(counts)
     root = ET.fromstring(svg)
-    bars = [r for r in root.iter(f"{NS}rect") if r.get("fill") == "url(#hatch)"]
+    bars = [r for r in root.iter(f"{NS}rect") if (r.get("fill") or "").startswith("url(#hatch")]
     assert len(bars) == 24 and "75" in texts(svg) and "09h" in texts(svg)
+    # each chart's pattern id is its own (several charts share one page), and stable
+    pattern = root.find(f"{NS}defs/{NS}pattern").get("id")
+    assert bars[0].get("fill") == f"url(#{pattern})" and svg == histogram_svg(counts)
+    assert pattern not in funnel_svg([("sent", 3)])

@@ -37,10 +37,16 @@ def _body(part) -> str:
     return text[:-1]
 
 
+def _day(offset: int = 2) -> str:
+    import datetime as dt
+    return (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=offset)).isoformat()
+
+
 def test_email_csv_round_trip(db, tmp_path):
     out = tmp_path / "out"
+    day = _day()
     rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=out,
-                             send_at="2026-12-01T09:00:00+08:00", actor="ops")
+                             send_window=day, timezone="Asia/Shanghai", actor="ops")
     assert rep.exported == 3 and rep.skipped == 0 and rep.path.parent == out
     raw = rep.path.read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf")  # plain UTF-8, no BOM
@@ -48,7 +54,7 @@ def test_email_csv_round_trip(db, tmp_path):
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["email", "first_name", "subject", "preheader", "html",
                                      "text", "campaign", "draft_id", "variant", "send_at",
-                                     "from", "unsubscribe_url"]
+                                     "from", "unsubscribe_url", "send_time_reason"]
         rows = list(reader)
     by_email = {r["email"]: r for r in rows}
     wang = by_email["wangfang@example.cn"]
@@ -59,7 +65,11 @@ def test_email_csv_round_trip(db, tmp_path):
     assert wang["text"] == stored["text"] and wang["preheader"] == stored["preheader"]
     assert wang["first_name"] == "王芳" and by_email["ana@example.com"]["first_name"] == "Ana"
     assert {r["campaign"] for r in rows} == {"news"}
-    assert {r["send_at"] for r in rows} == {"2026-12-01T09:00:00+08:00"}
+    # no customer has a timezone or any history: the shop's (Asia/Shanghai), at midday
+    assert {r["send_at"] for r in rows} == {f"{day}T04:00:00Z"}
+    assert {r["send_time_reason"] for r in rows} == {
+        "shop-wide history: usually active 12:00-13:00 local"}
+    assert rep.shop_timezone == "Asia/Shanghai" and rep.shop_timezone_customers == 3
     assert {r["from"] for r in rows} == {"Acme Shop <news@acme.example>"}
     assert by_email["wangfang@example.cn"]["unsubscribe_url"] == unsub_url(db, "news", USERS[1])
     assert by_email["wangfang@example.cn"]["unsubscribe_url"] in wang["text"]
@@ -111,7 +121,8 @@ def test_jsonl_round_trip_and_sms_push_csv(db, tmp_path):
     sms = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "out")
     with open(sms.path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["phone", "external_id", "text", "campaign", "draft_id", "variant", "send_at"]
+    assert list(rows[0]) == ["phone", "external_id", "text", "campaign", "draft_id", "variant",
+                             "send_at", "send_time_reason"]
     wang_sms = next(r for r in rows if r["external_id"] == "u-wang")
     assert wang_sms["phone"] == "+8613800138000"
     assert wang_sms["text"] == draft_row(db, int(wang_sms["draft_id"]))["content"]["text"]
@@ -208,12 +219,14 @@ def test_failure_marking_drafts_removes_the_file(db, tmp_path, monkeypatch):
     assert _files(tmp_path / "out") == []
 
 
-def test_send_at_validation():
-    assert ex.parse_send_at("2026-12-01T09:00Z") == "2026-12-01T09:00:00+00:00"
-    with pytest.raises(PushgenError, match="has no time zone"):
-        ex.parse_send_at("2026-12-01T09:00")
-    with pytest.raises(PushgenError, match="not an ISO 8601 time"):
-        ex.parse_send_at("tomorrow")
+def test_send_at_is_replaced_by_send_windows():
+    assert ex.parse_send_at(None) is None
+    with pytest.raises(PushgenError, match="--send-window"):
+        ex.parse_send_at("2026-12-01T09:00Z")
+    with pytest.raises(PushgenError, match="already ended"):
+        ex.send_options("sms", send_window="2020-01-01")
+    with pytest.raises(PushgenError, match="unknown timezone"):
+        ex.send_options("sms", timezone="Mars/Olympus")
 
 
 def test_cli_export(db, db_path, runner, tmp_path):
@@ -401,7 +414,7 @@ def test_exports_carry_from_unsubscribe_and_push_token_columns(db, tmp_path):
     rep = ex.export_campaign(db, "app", "push", fmt="csv", out_dir=tmp_path / "o")
     with open(rep.path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames[-1] == "push_token"
+        assert reader.fieldnames[-2:] == ["push_token", "send_time_reason"]
         tokens = {r["external_id"]: r["push_token"] for r in reader}
     assert tokens == {"u-ana": "apns-token-1", "u-wang": "", "u-bob": ""}
     rep = ex.export_campaign(db, "news", "email", fmt="jsonl", out_dir=tmp_path / "o")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import data, drafting, ranking, reviewing, unsubscribe, users  # noqa: F401  (register)
+from . import data, drafting, ranking, report, reviewing, unsubscribe, users  # noqa: F401  (register)
 from .app import app
 
 

@@ -1,5 +1,5 @@
-"""Data commands: ``pushgen import users|items|events|unsubscribes``, ``pushgen demo``,
-``pushgen stats``."""
+"""Data commands: ``pushgen import users|items|events|unsubscribes|outcomes``,
+``pushgen demo``, ``pushgen stats``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..store import catalog
 from .app import DEFAULT_DB, DbOption, app, sub_app
 from .output import JsonOption, print_json
 
-IMPORT_HELP = f"""Import customers, products, events or opt-out lists from shop exports.
+IMPORT_HELP = f"""Import customers, products, events, opt-out lists, or campaign outcomes.
 
 Files: CSV (delimiter , ; tab or | found by itself), JSON Lines, Parquet and .xlsx (the
 last two need [bold]pip install 'pushgen\\[formats]'[/]). UTF-8 unless --encoding says
@@ -127,6 +127,9 @@ _COLUMNS = {
                ("skipped", None)),
     "unsubscribes": (("rows", "rows"), ("recorded", "inserted"), ("switched off", "updated"),
                      ("already", "unchanged"), ("rejected", "rejected")),
+    "outcomes": (("rows", "rows"), ("recorded", "inserted"), ("already", "unchanged"),
+                 ("events created", "events_created"), ("opt-outs", "opt_outs"),
+                 ("rejected", "rejected"), ("skipped", None)),
 }
 _DEFAULT_COLUMNS = (("rows read", "rows"), ("inserted", "inserted"), ("updated", "updated"),
                     ("unchanged", "unchanged"), ("rejected", "rejected"))
@@ -152,6 +155,11 @@ def _print_report(console: Console, report: ImportReport) -> None:
     if report.kind == "unsubscribes" and report.rows:
         say(f"{report.inserted:,} opt-outs recorded ({report.updated:,} consents switched off), "
             f"{report.unchanged:,} already on record")
+    if report.kind == "outcomes" and report.rows:
+        say(f"{report.inserted:,} outcomes recorded, {report.unchanged:,} already on record; "
+            f"{report.events_created:,} click/purchase events added for the next `pushgen "
+            f"train`; {report.opt_outs:,} consents switched off (unsubscribed, complained, "
+            "hard bounces): those customers are not drafted or exported on that channel again")
     if report.users_created or report.items_created:
         say(f"created {report.users_created:,} customers and {report.items_created:,} products "
             "that were not in the store yet (consent only where the file gives it: import "
@@ -304,6 +312,35 @@ def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOptio
                 trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
 
 
+@import_app.command("outcomes")
+def import_outcomes(file: FileArgument, map: MapOption = None, set: SetOption = None,
+                    date_format: DateFormatOption = None, delimiter: DelimiterOption = None,
+                    decimal_comma: DecimalCommaOption = False, null: NullOption = None,
+                    encoding: EncodingOption = "utf-8", trim: TrimOption = True,
+                    sheet: SheetOption = None, skip_invalid: SkipOption = False,
+                    rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
+    """Bring back what the sending platform reports about exported messages.
+
+    Columns: draft_id (every export has it) or campaign + user (external id);
+    event: sent, delivered, bounced, opened, clicked, converted, unsubscribed,
+    complained (open, click, hard_bounce, spamreport... are read too); ts;
+    optional value (order value of a conversion), item (sku clicked or bought),
+    bounce (hard or soft; a bounce the platform does not call hard is soft).
+    Unsubscribed, complained and hard bounces switch the customer's consent for
+    the channel off at once; clicks and conversions with an item become click
+    and purchase events for the next train. An outcome for a message that was
+    never exported is an error. Re-importing the same file changes nothing.
+
+    Then: [bold]pushgen report --campaign NAME[/]
+
+    Example: [bold]pushgen import outcomes esp-events.csv --map event=EventType --map ts=Timestamp[/]
+    """
+    _run_import("outcomes", file, db, maps=map, sets=set, date_formats=date_format,
+                delimiter=delimiter, decimal_comma=decimal_comma, nulls=null,
+                encoding=encoding, trim=trim, sheet=sheet, skip_invalid=skip_invalid,
+                rejects=rejects)
+
+
 def run_demo(db_path: Path, seed: int, n_users: int, n_items: int, console: Console, *,
              n_events: int | None = None) -> DemoSummary:
     """Build the demo shop into ``db_path`` with a progress bar and print its summary.
@@ -379,12 +416,78 @@ def run_demo_pipeline(db_path: Path, console: Console, *, shop_changed: bool = T
                   "--campaign demo-email --format csv --out out/ --allow-demo-sender[/]")
 
 
+DEMO_AB = "demo-ab"
+
+
+def run_demo_loop(db_path: Path, console: Console) -> None:
+    """``pushgen demo --simulate-outcomes``: an email campaign with a ranked variant, a
+    random-pick variant and a 10% hold-out; approve, export with per-customer send times,
+    play the platform's report and the shop's orders from the hidden tastes, import both
+    as files, and show the results. Rerunning changes nothing."""
+    import csv
+
+    from ..campaign import draft_campaign
+    from ..config import ABSettings, load_campaign_config
+    from ..demo import simulate_outcomes
+    from ..export import export_campaign, write_text_atomic
+    from ..results.report import campaign_results
+    from ..review import approve_all_passing
+    from .drafting import print_draft_report
+    from .report import print_results
+    from .reviewing import print_send_times
+
+    store = open_store(db_path)
+    cfg = load_campaign_config(None, name=DEMO_AB, channel="email")
+    cfg.ab = ABSettings(weights=[0.5, 0.5], holdout=0.1, picks=["ranked", "random"])
+    with Progress(TextColumn(f"drafting {DEMO_AB}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(DEMO_AB, total=None)
+        drafted = draft_campaign(store, DEMO_AB, cfg,
+                                 on_audience=lambda n: bar.update(task, total=n),
+                                 progress=lambda n: bar.advance(task, n))
+    print_draft_report(drafted, console)
+    approved = approve_all_passing(store, DEMO_AB, actor="demo")
+    folder = db_path.resolve().parent / "demo-exports"
+    exported = export_campaign(store, DEMO_AB, "email", fmt="csv", out_dir=folder,
+                               actor="demo", allow_demo_sender=True)
+    if exported.path is not None:
+        console.print(f"approved {approved:,} drafts of {DEMO_AB}; exported "
+                      f"{exported.exported:,} emails to {exported.path}", highlight=False)
+        print_send_times(exported, console)
+    played = simulate_outcomes(store, DEMO_AB)
+    folder.mkdir(exist_ok=True)
+    for name, rows, columns, kind in (
+            ("orders", played.purchases, ("user", "item", "kind", "ts"), "events"),
+            ("outcomes", played.outcomes,
+             ("draft_id", "event", "ts", "value", "item", "bounce"), "outcomes")):
+        path = folder / f"{DEMO_AB}-{name}.csv"
+
+        def write(fh, rows=rows, columns=columns) -> None:
+            out = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+            out.writeheader()
+            out.writerows(rows)
+
+        write_text_atomic(path, write)
+        report = import_file(store, kind, path)  # type: ignore[arg-type]
+        console.print(f"simulated {name}: {len(rows):,} rows in {path.name}; imported "
+                      f"{report.inserted:,} new, {report.unchanged:,} already there",
+                      highlight=False)
+    print_results(campaign_results(store, DEMO_AB), console)
+    console.print(f"Next: [bold]pushgen report --campaign {DEMO_AB} --html results.html[/], "
+                  "or the Results tab of [bold]pushgen review serve[/]")
+
+
 @app.command("demo")
 def demo(seed: Annotated[int, typer.Option(help="Random seed: the same seed builds the same shop.")] = 7,
          users: Annotated[int, typer.Option("--users", min=1, help="Number of customers.")] = 2000,
          items: Annotated[int, typer.Option("--items", min=8, help="Number of products.")] = 400,
          shop_only: Annotated[bool, typer.Option(
              "--shop-only", help="Only build the shop: no training, ranking or drafts.")] = False,
+         simulate_outcomes: Annotated[bool, typer.Option(
+             "--simulate-outcomes",
+             help="Also run an A/B campaign (demo-ab: ranked variant, random-pick variant, "
+                  "10% hold-out), export it, play the platform's results and the shop's "
+                  "orders from the hidden tastes, import them and show the report.")] = False,
          db: DbOption = DEFAULT_DB) -> None:
     """Try pushgen end to end on a synthetic shop: build it, train, rank, draft.
 
@@ -393,12 +496,21 @@ def demo(seed: Annotated[int, typer.Option(help="Random seed: the same seed buil
     demo-push, demo-email) ready for review. Re-running with the same seed changes
     nothing; a database holding other data is refused.
 
-    Example: [bold]pushgen demo --db demo.db --seed 7[/]
+    With --simulate-outcomes the loop closes too: an A/B campaign with a hold-out is
+    exported with per-customer send times, its results are simulated from the hidden
+    tastes and imported, and the report shows the ranker against random picks and the
+    hold-out.
+
+    Examples: [bold]pushgen demo --db demo.db --seed 7[/], [bold]pushgen demo --simulate-outcomes[/]
     """
+    if shop_only and simulate_outcomes:
+        raise PushgenError("--simulate-outcomes needs the whole demo: drop --shop-only")
     console = Console()
     summary = run_demo(db, seed, users, items, console)
     if not shop_only:
         run_demo_pipeline(db, console, shop_changed=summary.changed > 0)
+    if simulate_outcomes:
+        run_demo_loop(db, console)
 
 
 def _pct(part: int, whole: int) -> str:

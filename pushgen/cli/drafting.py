@@ -50,6 +50,12 @@ def print_draft_report(report: DraftReport, out: Console = console) -> None:
     answer came from the cache)."""
     t = Table(title=f"campaign {report.campaign} ({report.channel})", show_header=False)
     t.add_row("audience (consented, not yet drafted)", str(report.audience))
+    if report.holdout:
+        t.add_row("hold-out group (no draft, measured for uplift)", str(report.holdout))
+    if len(report.split) > 1 or 0 in report.split:
+        t.add_row("A/B split of the campaign (customers)", " · ".join(
+            f"{'hold-out' if v == 0 else f'variant {v}'} {n:,}"
+            for v, n in sorted(report.split.items())))
     t.add_row("drafts written", str(report.drafted))
     t.add_row("passed every check", str(report.passed))
     t.add_row("failed a check (see pushgen review list)", str(report.failed))
@@ -130,8 +136,12 @@ def draft(
     channel: Annotated[Optional[str], typer.Option(
         help="sms, push or email (default: the config file's, else sms).")] = None,
     generator: Annotated[str, typer.Option(help="template or llm.")] = "template",
-    variants: Annotated[int, typer.Option(min=1, help="Drafts per user (variant n leads with the "
-                                                "n-th recommended item).")] = 1,
+    variants: Annotated[int, typer.Option(min=1, help="A/B variants: each customer is assigned "
+                                                "one at random (stored, reproducible) and gets "
+                                                "only that one; variant n leads with the n-th "
+                                                "recommended item. [ab] in --config sets "
+                                                "weights, a hold-out share, random-pick or "
+                                                "template variants.")] = 1,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="Campaign TOML: voice, sender, limits, audience, rank rules, "
                          "LLM prices.")] = None,

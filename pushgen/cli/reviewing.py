@@ -17,9 +17,11 @@ from rich.text import Text
 from .. import review as rv
 from ..channels import sms_info
 from ..errors import PushgenError
-from ..export import FORMATS, ExportReport, export_campaign
+from ..export import FORMATS, ExportReport, export_campaign, parse_send_at
 from ..messages import CHANNEL_FIELDS
 from ..store import open_store
+from ..store.assignments import split as split_counts
+from ..store.outcomes import consent_note
 from .app import DEFAULT_DB, DbOption, app, sub_app
 from .output import JsonOption, print_json
 
@@ -82,14 +84,16 @@ def copy_panel(d: rv.DraftView) -> Panel:
     return Panel(body, title=title, title_align="left", expand=False)
 
 
-def print_draft(d: rv.DraftView, out: Console = console) -> None:
-    """Everything a reviewer needs about one draft."""
+def print_draft(d: rv.DraftView, out: Console = console, db=None) -> None:
+    """Everything a reviewer needs about one draft (``db``: also why a consent is off)."""
     out.print(f"[bold]Draft {d.id}[/] · campaign {escape(d.campaign)} · {d.channel} · "
               f"variant {d.variant} · [{_status_style(d.status)}]{d.status}[/] · "
               f"version {d.version}")
     who = escape(d.user_name or "(no name)")
+    why = consent_note(db, d.user_id, d.channel) if db is not None and not d.consent else None
     out.print(f"To {who} ({escape(d.user_external_id)}) · {escape(_segment(d))}"
-              + ("" if d.consent else f" · [red]no {d.channel} consent now[/]"))
+              + ("" if d.consent else f" · [red]no {d.channel} consent now"
+                 + (f": {escape(why)}" if why else "") + " (skipped at export)[/]"))
     gen = d.generator + (f" {d.template_name}" if d.template_name else "") \
         + (f" · model {d.model} · tokens {d.tokens_prompt}+{d.tokens_completion}"
            if d.model else "")
@@ -257,9 +261,12 @@ def list_cmd(
     rows = _with_progress(lambda: rv.list_drafts(store, **filters, limit=limit, offset=offset),
                           f"reading {min(limit, max(total - offset, 0)):,} drafts",
                           quiet=as_json or limit < 2000)
+    split = split_counts(store, rv.campaign_id(store, campaign)) if campaign else {}
     if as_json:
         print_json({"total": total, "offset": offset, "limit": limit,
-                    "drafts": [d.to_dict(full=False) for d in rows]})
+                    "drafts": [d.to_dict(full=False) for d in rows],
+                    **({"split": {("holdout" if v == 0 else f"variant {v}"): n
+                                  for v, n in sorted(split.items())}} if split else {})})
         return
     t = Table(title=f"{len(rows)} of {total} drafts", title_justify="left")
     # With --campaign the campaign (and its one channel) need no column: room for the item.
@@ -294,6 +301,10 @@ def list_cmd(
         t.add_row(*[cells[n] if n in ("checks", "status") else escape(cells[n])
                     for n in names])
     console.print(t)
+    if split:
+        console.print("A/B split: " + " · ".join(
+            f"{'hold-out (no message)' if v == 0 else f'variant {v}'} {n:,}"
+            for v, n in sorted(split.items())), highlight=False)
     if total > offset + len(rows):
         console.print(f"[dim]{total - offset - len(rows)} more: use --offset "
                       f"{offset + len(rows)}[/]")
@@ -315,11 +326,15 @@ def show_cmd(draft_id: Annotated[int, typer.Argument(help="Draft id.")],
 
     Example: pushgen review show 12
     """
-    d = rv.get_draft(_open(db), draft_id)
+    store = _open(db)
+    d = rv.get_draft(store, draft_id)
     if as_json:
-        print_json(d.to_dict())
+        data = d.to_dict()
+        if not d.consent:
+            data["consent_note"] = consent_note(store, d.user_id, d.channel)
+        print_json(data)
         return
-    print_draft(d)
+    print_draft(d, db=store)
 
 
 @review.command("approve")
@@ -448,7 +463,7 @@ def next_cmd(
         if d.status != "draft":
             continue  # decided by someone else meanwhile
         console.rule(f"{n} of {len(ids)}")
-        print_draft(d)
+        print_draft(d, db=store)
         while True:
             console.print("[bold]a[/]pprove  [bold]r[/]eject  [bold]e[/]dit  [bold]s[/]kip  "
                           "[bold]q[/]uit > ", end="")
@@ -638,19 +653,48 @@ def _print_export(rep: ExportReport) -> None:
             console.print(f"    … and {len(rep.stale_reasons) - 10} more "
                           "(`pushgen review list --status draft`)")
     if rep.skipped_extra_variant:
-        console.print(f"  skipped {rep.skipped_extra_variant}: another variant for the same "
-                      "customer (one message per customer per campaign)")
+        console.print(f"  skipped {rep.skipped_extra_variant}: not the customer's assigned "
+                      "variant, or another variant already went out (one message per "
+                      "customer per campaign)")
+    if rep.skipped_holdout:
+        console.print(f"  skipped {rep.skipped_holdout}: customers in the hold-out group")
     if rep.not_approved:
         console.print(f"  [dim]{rep.not_approved} draft(s) not approved (in review or "
                       "rejected) were not exported[/]")
 
 
+def print_send_times(rep: ExportReport, out: Console = console) -> None:
+    """Where the send times came from, the window, quiet hours and the default timezone."""
+    if rep.send_window is None or not rep.exported:
+        return
+    start, end = rep.send_window
+    sources = rep.send_sources
+    out.print(f"  send times: {sources.get('own', 0):,} from the customer's own history, "
+              f"{sources.get('segment', 0):,} from their segment, {sources.get('shop', 0):,} "
+              f"shop-wide; window {start} to {end} (UTC)"
+              + (f"; quiet hours {rep.quiet_hours} local" if rep.quiet_hours
+                 else "; no quiet hours"), highlight=False, soft_wrap=True)
+    if rep.shop_timezone_customers:
+        out.print(f"  {rep.shop_timezone_customers:,} customer(s) have no known timezone: "
+                  f"planned in the shop's default timezone {rep.shop_timezone}",
+                  highlight=False)
+    else:
+        out.print(f"  every customer has a timezone (the shop's default would be "
+                  f"{rep.shop_timezone})", highlight=False)
+    busiest = sorted(range(24), key=lambda h: -rep.send_hours[h])[:3]
+    out.print("  busiest local hours: " + ", ".join(
+        f"{h:02d}:00 ({rep.send_hours[h]:,})" for h in busiest if rep.send_hours[h]),
+        highlight=False)
+
+
 def _export(channel: str, campaign: str, fmt: str, out: Path, again: bool,
-            send_at: Optional[str], actor: Optional[str], db: Path,
+            timing: dict, actor: Optional[str], db: Path,
             allow_demo_sender: bool = False) -> None:
+    parse_send_at(timing.pop("send_at", None))
     rep = export_campaign(_open(db), campaign, channel, fmt=fmt, out_dir=out, again=again,
-                          send_at=send_at, actor=actor, allow_demo_sender=allow_demo_sender)
+                          actor=actor, allow_demo_sender=allow_demo_sender, **timing)
     _print_export(rep)
+    print_send_times(rep)
 
 
 ExportCampaign = Annotated[str, typer.Option("--campaign", "-c", help="Campaign name.")]
@@ -658,11 +702,35 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the export
                                                           "(created if missing).")]
 AgainOpt = Annotated[bool, typer.Option("--again", help="Also export drafts exported before.")]
 SendAtOpt = Annotated[Optional[str], typer.Option(
-    "--send-at", help="Planned send time, ISO 8601 with zone, e.g. 2026-12-01T09:00+08:00.")]
+    "--send-at", hidden=True, help="Replaced by per-customer send times (--send-window).")]
+WindowOpt = Annotated[Optional[str], typer.Option(
+    "--send-window", metavar="START/END|DAY",
+    help="When messages may go out: START/END in ISO 8601 (e.g. 2026-12-01T08:00/"
+         "2026-12-01T22:00) or a day (2026-12-01); times without an offset are in the shop's "
+         "timezone. Each customer gets their usual active hour inside it. Default: the "
+         "campaign's [send] send_window, else the next 24 hours.")]
+QuietOpt = Annotated[Optional[str], typer.Option(
+    "--quiet-hours", metavar="HH:MM-HH:MM|off",
+    help="No message inside these hours of the customer's local time; a preferred hour "
+         "inside them moves to their end. Default: the campaign's [send] quiet_hours, else "
+         "21:00-09:00 for SMS and none for email and push.")]
+TimezoneOpt = Annotated[Optional[str], typer.Option(
+    "--timezone", metavar="IANA",
+    help="The shop's timezone, used for customers without one (e.g. America/New_York). "
+         "Default: the campaign's [send] timezone, else UTC.")]
+MinEventsOpt = Annotated[Optional[int], typer.Option(
+    "--min-events", min=1, help="Events a customer needs for their own hour (else their "
+                                "segment's, else the shop's). Default 5.")]
 DemoSenderOpt = Annotated[bool, typer.Option(
     "--allow-demo-sender", help="Export although the campaign still uses pushgen's demo "
                                 "sender and postal address (no [sender] in its config): for "
                                 "the demo and test sends only.")]
+
+
+def _timing(send_window: Optional[str], quiet_hours: Optional[str], timezone: Optional[str],
+            min_events: Optional[int], send_at: Optional[str]) -> dict:
+    return {"send_window": send_window, "quiet_hours": quiet_hours, "timezone": timezone,
+            "min_events": min_events, "send_at": send_at}
 
 
 @export.command("email")
@@ -671,6 +739,10 @@ def export_email(
     out: OutOpt,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv, jsonl or eml.")] = "csv",
     again: AgainOpt = False,
+    send_window: WindowOpt = None,
+    quiet_hours: QuietOpt = None,
+    timezone: TimezoneOpt = None,
+    min_events: MinEventsOpt = None,
     send_at: SendAtOpt = None,
     allow_demo_sender: DemoSenderOpt = False,
     actor: ActorOpt = None,
@@ -678,9 +750,14 @@ def export_email(
 ) -> None:
     """Export approved email drafts (consent and every check run again now).
 
-    Example: pushgen export email --campaign spring --format eml --out out/
+    Each message gets its own send_at (UTC): the customer's usual active hour in their
+    timezone, inside --send-window, outside quiet hours (send_time_reason says why).
+
+    Example: pushgen export email --campaign spring --format eml --out out/ --send-window 2026-12-01
     """
-    _export("email", campaign, fmt, out, again, send_at, actor, db, allow_demo_sender)
+    _export("email", campaign, fmt, out, again, _timing(send_window, quiet_hours, timezone,
+                                                         min_events, send_at),
+            actor, db, allow_demo_sender)
 
 
 @export.command("sms")
@@ -689,6 +766,10 @@ def export_sms(
     out: OutOpt,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
     again: AgainOpt = False,
+    send_window: WindowOpt = None,
+    quiet_hours: QuietOpt = None,
+    timezone: TimezoneOpt = None,
+    min_events: MinEventsOpt = None,
     send_at: SendAtOpt = None,
     allow_demo_sender: DemoSenderOpt = False,
     actor: ActorOpt = None,
@@ -696,9 +777,14 @@ def export_sms(
 ) -> None:
     """Export approved SMS drafts (phone, text) as CSV or JSONL.
 
-    Example: pushgen export sms --campaign spring --out out/
+    Each message gets its own send_at (UTC) at the customer's usual active hour, never in
+    quiet hours (21:00-09:00 local unless --quiet-hours says otherwise).
+
+    Example: pushgen export sms --campaign spring --out out/ --send-window 2026-12-01
     """
-    _export("sms", campaign, fmt, out, again, send_at, actor, db, allow_demo_sender)
+    _export("sms", campaign, fmt, out, again, _timing(send_window, quiet_hours, timezone,
+                                                       min_events, send_at),
+            actor, db, allow_demo_sender)
 
 
 @export.command("push")
@@ -707,6 +793,10 @@ def export_push(
     out: OutOpt,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
     again: AgainOpt = False,
+    send_window: WindowOpt = None,
+    quiet_hours: QuietOpt = None,
+    timezone: TimezoneOpt = None,
+    min_events: MinEventsOpt = None,
     send_at: SendAtOpt = None,
     actor: ActorOpt = None,
     db: DbOption = DEFAULT_DB,
@@ -715,7 +805,8 @@ def export_push(
 
     Example: pushgen export push --campaign spring --format jsonl --out out/
     """
-    _export("push", campaign, fmt, out, again, send_at, actor, db)
+    _export("push", campaign, fmt, out, again, _timing(send_window, quiet_hours, timezone,
+                                                        min_events, send_at), actor, db)
 
 
 __all__ = ["review", "export", "print_draft", "print_campaign_report", "edit_form",

@@ -23,18 +23,21 @@ from typing import Any, Literal
 from sqlite_utils import Database
 
 from ..errors import InputError
-from ..store import catalog
+from ..store import catalog, now_iso
+from ..store import outcomes as outcome_store
 from . import readers
 from .options import ImportOptions, Shaper, check_header, mapping_renames
 from .presets import PresetRun, Skip, get_preset
 from .readers import Record
 from .rows import (ERASED, REQUIRED, ErasedIds, Reading, event_row, item_row, merge_rows,
                    new_item_row, new_user_row, user_row)
+from .outcomes import CUSTOMER_COLUMNS as OUTCOME_COLUMNS
+from .outcomes import EVENT_KINDS, OPT_OUT_REASONS, Outcome, OutcomeParser
 from .unsubscribes import CUSTOMER_COLUMNS, OptOutParser
 from .values import RowError
 
-Kind = Literal["users", "items", "events", "unsubscribes"]
-KINDS: tuple[str, ...] = ("users", "items", "events", "unsubscribes")
+Kind = Literal["users", "items", "events", "unsubscribes", "outcomes"]
+KINDS: tuple[str, ...] = ("users", "items", "events", "unsubscribes", "outcomes")
 Progress = Callable[[int, int], None]
 BATCH_SIZE = 5000
 
@@ -47,7 +50,10 @@ class ImportReport:
     count events after repeats were merged (``merged`` rows were repeats added to an
     earlier identical event; ``quantity`` is the units of this file's events). For
     unsubscribes, ``inserted`` counts opt-outs recorded, ``updated`` consent flags switched
-    off and ``unchanged`` opt-outs already on record. ``skipped`` rows are not errors (no
+    off and ``unchanged`` opt-outs already on record. For outcomes, ``inserted`` counts
+    outcomes recorded and ``unchanged`` ones already on record; ``events_created`` the click
+    and purchase events they added and ``opt_outs`` the consents they switched off
+    (unsubscribed, complained, hard bounces). ``skipped`` rows are not errors (no
     customer, an unpaid order, a postage line) and are counted by reason; ``reasons``
     counts rejected rows by reason, most common first.
     """
@@ -66,6 +72,8 @@ class ImportReport:
     users_created: int = 0
     items_created: int = 0
     consent_kept: int = 0
+    events_created: int = 0
+    opt_outs: int = 0
     reject_path: str | None = None
     reject_samples: list[str] = field(default_factory=list)  # first few rejections
     reasons: dict[str, int] = field(default_factory=dict)
@@ -369,6 +377,59 @@ class _OptOuts(_Handler):
         self.batch = []
 
 
+class _Outcomes(_Handler):
+    """outcomes: one row per (draft, event, time, item); clicks and conversions with an
+    item become events; unsubscribes, complaints and hard bounces switch consent off."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.parser = OutcomeParser(self.db, self.reading.date_formats,
+                                    self.reading.decimal_comma, ErasedIds(self.db))
+        self.name = Path(self.source).name
+        self.now = now_iso()
+
+    def parse(self, rec: dict[str, Any], line: int) -> Any:
+        return self.parser(rec)
+
+    def add(self, parsed: Any, line: int) -> None:
+        self.batch.append((parsed, line))
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        rows: list[tuple[Outcome, int, str]] = []
+        for o, line in self.batch:
+            source = f"{self.name}:{line}"
+            oid = outcome_store.insert_outcome(self.db, {
+                "draft_id": o.draft_id, "user_id": o.user_id, "event": o.event, "ts": o.ts,
+                "detail": o.detail, "value": o.value, "item_id": o.item_id, "source": source,
+                "imported_at": self.now})
+            if oid is None:
+                self.report.unchanged += 1
+                continue
+            self.report.inserted += 1
+            kind = EVENT_KINDS.get(o.event)
+            if kind and o.item_id is not None and outcome_store.add_outcome_event(
+                    self.db, oid, o.user_id, o.item_id, kind, o.ts):
+                self.report.events_created += 1
+            if o.opts_out:
+                rows.append((o, line, source))
+        if rows:
+            latest = catalog.latest_consent(self.db, [o.user_id for o, _, _ in rows])
+            writes, done = [], set()
+            for o, _, source in rows:
+                last = latest.get((o.user_id, o.channel))
+                if (o.user_id, o.channel) in done or (
+                        last is not None and (last[0] == 0 or last[1] > o.ts)):
+                    continue      # already opted out, or consented again since
+                done.add((o.user_id, o.channel))
+                writes.append((o.user_id, o.channel, 0, o.ts, source,
+                               OPT_OUT_REASONS[o.event]))
+            catalog.record_consent(self.db, writes)
+            self.report.opt_outs += len(writes)
+        self.batch = []
+
+
 # --- the loop ------------------------------------------------------------------------------
 
 def _run(db: Database, kind: str, source: str, header: list[str] | None,
@@ -393,6 +454,8 @@ def _run(db: Database, kind: str, source: str, header: list[str] | None,
                 handler = _Events(*args)
             elif kind == "unsubscribes":
                 handler = _OptOuts(*args)
+            elif kind == "outcomes":
+                handler = _Outcomes(*args)
             else:
                 handler = _Upserts(*args, kind=kind)
             for record in records:
@@ -482,8 +545,8 @@ def import_file(db: Database, kind: Kind, path: str | os.PathLike[str], *,
                 reject_path: str | os.PathLike[str] | None = None,
                 progress: Progress | None = None, options: ImportOptions | None = None,
                 **settings: Any) -> ImportReport:
-    """Import a users / items / events / unsubscribes file (.csv, .tsv, .jsonl, .parquet,
-    .xlsx).
+    """Import a users / items / events / unsubscribes / outcomes file (.csv, .tsv, .jsonl,
+    .parquet, .xlsx).
 
     ``mapping`` is ``{target: source}`` (e.g. ``{"title": "product_name"}``); any other
     reading option is an ``ImportOptions`` field, given as ``options=`` or as keywords
@@ -534,7 +597,8 @@ def import_file(db: Database, kind: Kind, path: str | os.PathLike[str], *,
         renames = mapping_renames(opts.mapping)
         if header is not None:
             check_header(header, renames, opts.constants, REQUIRED[kind], source,
-                         any_of=CUSTOMER_COLUMNS if kind == "unsubscribes" else ())
+                         any_of={"unsubscribes": CUSTOMER_COLUMNS,
+                                 "outcomes": OUTCOME_COLUMNS}.get(kind, ()))
     shaper = Shaper(renames, dict(opts.constants), opts.nulls, opts.trim)
     tick = (lambda: progress(counter.done, counter.total)) if progress else None
     catalog.tune_for_bulk_load(db)

@@ -20,6 +20,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "items": ("sku", "title"),
     "events": ("user", "item", "kind", "ts"),
     "unsubscribes": (),
+    "outcomes": ("event", "ts"),
 }
 USER_TEXT = ("name", "email", "phone", "timezone")
 USER_BOOLS = ("consent_email", "consent_sms", "consent_push")

@@ -33,10 +33,28 @@ def store_assignments(db: Database, campaign_id: int, rows: Sequence[tuple[int, 
         return db.conn.total_changes - before
 
 
+def external_ids(db: Database, user_ids: Sequence[int]) -> dict[int, str]:
+    """External id of each of ``user_ids`` (the key the draw is made on)."""
+    out: dict[int, str] = {}
+    ids = list(user_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        out.update(db.execute(f"SELECT id, external_id FROM users WHERE id IN ({marks})",
+                              chunk).fetchall())
+    return out
+
+
+def variant_of(db: Database, campaign_id: int) -> dict[int, int]:
+    """Every stored assignment of a campaign: user id -> variant (0 = hold-out)."""
+    return dict(db.execute("SELECT user_id, variant FROM assignments WHERE campaign_id = ?",
+                           [campaign_id]).fetchall())
+
+
 def split(db: Database, campaign_id: int) -> dict[int, int]:
     """Customers per variant (0 = hold-out) of a campaign."""
     return dict(db.execute("SELECT variant, count(*) FROM assignments WHERE campaign_id = ? "
                            "GROUP BY variant ORDER BY variant", [campaign_id]).fetchall())
 
 
-__all__ = ["assigned", "store_assignments", "split"]
+__all__ = ["assigned", "store_assignments", "split", "external_ids", "variant_of"]

@@ -17,7 +17,9 @@ _CONTACT = {"sms": "phone", "email": "email", "push": None}
 
 def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Two campaign configs say the same, a key one of them lacks counting as its default
-    (a config stored by an older pushgen has no key for a setting added since)."""
+    (a config stored by an older pushgen has no key for a setting added since). The
+    [send] and [results] sections are read at export and report time and never change the
+    copy, so they may differ."""
     import dataclasses
 
     from ..messages import CampaignSettings
@@ -25,7 +27,7 @@ def same_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
                          else f.default_factory())  # type: ignore[misc]
                 for f in dataclasses.fields(CampaignSettings) if f.name != "name"}
-    keys = set(old) | set(new)
+    keys = (set(old) | set(new)) - {"send", "results"}
     missing = object()
     for k in keys:
         a, b = old.get(k, missing), new.get(k, missing)

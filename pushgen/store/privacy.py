@@ -22,6 +22,8 @@ PER_USER_TABLES: tuple[tuple[str, str], ...] = (
     ("events", "user_id"),
     ("recommendations", "user_id"),
     ("consent_events", "user_id"),
+    ("outcomes", "user_id"),       # what the sending platform reported about their messages
+    ("send_times", "user_id"),     # their planned send times (timezone, active hour)
 )
 
 

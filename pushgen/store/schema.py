@@ -415,3 +415,47 @@ def _rank_model_identity(db: Database) -> None:
     # default, note) that rank, draft and evaluate use.
     db.execute("ALTER TABLE models ADD COLUMN validation TEXT NOT NULL DEFAULT '{}'")
     db.execute("ALTER TABLE models ADD COLUMN blend TEXT NOT NULL DEFAULT '{}'")
+
+
+@migrations(name="0500_loop_outcomes_and_send_times")
+def _outcomes_and_send_times(db: Database) -> None:
+    # What the sending platform reports about each exported message. One row per (draft,
+    # event, time, item): importing the same file again changes nothing.
+    db.execute(
+        """
+        CREATE TABLE outcomes (
+            id INTEGER PRIMARY KEY,
+            draft_id INTEGER NOT NULL REFERENCES drafts(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            event TEXT NOT NULL,         -- sent | delivered | bounced | opened | clicked
+                                         -- | converted | unsubscribed | complained
+            ts TEXT NOT NULL,            -- ISO 8601, UTC
+            detail TEXT,                 -- bounced: hard | soft (soft when the platform
+                                         -- does not say)
+            value REAL,                  -- converted: order value
+            item_id INTEGER REFERENCES items(id) ON DELETE SET NULL,
+            event_id INTEGER,            -- the events row this outcome created (click /
+                                         -- purchase), NULL when the shop's data had it
+            source TEXT NOT NULL,        -- file:line
+            imported_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE UNIQUE INDEX outcomes_key ON outcomes "
+               "(draft_id, event, ts, ifnull(item_id, 0))")
+    db.execute("CREATE INDEX outcomes_user ON outcomes(user_id)")
+    # The planned send time of each exported message (the latest export wins), so results
+    # can show when messages went out in the customers' local hours.
+    db.execute(
+        """
+        CREATE TABLE send_times (
+            draft_id INTEGER PRIMARY KEY REFERENCES drafts(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            export_id INTEGER REFERENCES exports(id) ON DELETE SET NULL,
+            send_at TEXT NOT NULL,       -- UTC
+            local_time TEXT NOT NULL,    -- ISO 8601 with the customer's offset
+            timezone TEXT NOT NULL,      -- IANA name used (the shop's default when unknown)
+            source TEXT NOT NULL,        -- own | segment | shop
+            reason TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX send_times_user ON send_times(user_id)")

@@ -7,21 +7,26 @@ and ``role="img"`` with an ``aria-label`` for screen readers. All labels are esc
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from html import escape
 
 FONT = "font-family:system-ui,sans-serif;font-size:12px"
-_PATTERN = ('<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+_PATTERN = ('<defs><pattern id="{id}" width="6" height="6" patternUnits="userSpaceOnUse" '
             'patternTransform="rotate(45)"><rect width="6" height="6" fill="#9db4d0"/>'
             '<line x1="0" y1="0" x2="0" y2="6" stroke="#35557a" stroke-width="2"/>'
             '</pattern></defs>')
 
 
 def _svg(width: int, height: int, title: str, body: str) -> str:
+    """The chart with its own hatch pattern id (several charts share one HTML page, and
+    ids must be unique in it), derived from its content so output stays reproducible."""
     t = escape(title)
+    pid = "hatch-" + hashlib.sha1(f"{title}\x1f{body}".encode()).hexdigest()[:10]
+    body = body.replace("url(#hatch)", f"url(#{pid})")
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{t}" style="{FONT}">'
-            f"<title>{t}</title>{_PATTERN}{body}</svg>")
+            f"<title>{t}</title>{_PATTERN.format(id=pid)}{body}</svg>")
 
 
 def _pct(x: float) -> str:

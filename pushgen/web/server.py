@@ -31,8 +31,10 @@ from .. import review as rv
 from ..channels import sms_info
 from ..errors import PushgenError
 from ..messages import CHANNEL_FIELDS
+from ..store import assignments as assignment_store
 from ..store import open_store
 from ..store import reviews as store
+from ..store.outcomes import consent_note
 from ..store.reviews import MAX_ID
 
 COOKIE = "pushgen_token"
@@ -211,8 +213,14 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
             prev_id = ids[i - 1] if i > 0 else None
             next_id = ids[i + 1] if i + 1 < len(ids) else None
         passing = 0
+        split: dict[int, int] = {}
         if f["campaign"] and f["campaign"] in store.campaign_names(conn):
-            passing = len(store.approvable_drafts(conn, rv.campaign_id(conn, f["campaign"])))
+            cid = rv.campaign_id(conn, f["campaign"])
+            passing = len(store.approvable_drafts(conn, cid))
+            split = assignment_store.split(conn, cid)
+        consent_why = None
+        if selected is not None and not selected.consent:
+            consent_why = consent_note(conn, selected.user_id, selected.channel)
         options = {
             "campaign": store.campaign_names(conn),
             "channel": store.distinct_values(conn, "channel"),
@@ -223,7 +231,8 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
         return render_template(
             "index.html", f=f, args=query_args(f), drafts=drafts, total=total, page=page,
             page_size=PAGE_SIZE, counts=counts, d=selected, prev_id=prev_id, next_id=next_id,
-            options=options, passing=passing, can_write=g.can_write,
+            options=options, passing=passing, can_write=g.can_write, split=split,
+            consent_why=consent_why,
             images=request.args.get("images") == "1",
             token=token if g.can_write else "", db_name=Path(app.config["PUSHGEN_DB"]).name,
             messages=get_flashed_messages(with_categories=True))
@@ -303,6 +312,27 @@ def create_app(db_path: str | os.PathLike[str], token: str, *,
         except PushgenError as exc:
             flash(str(exc), "error")
         return back(f, None)
+
+    @app.get("/results")
+    def results() -> str:
+        """The Results tab: a campaign's funnel, variants, uplift and send times (read-only;
+        with --allow-remote it needs the token cookie like every page)."""
+        from ..results.page import context
+        from ..results.report import campaign_results
+
+        conn = db()
+        names = store.campaign_names(conn)
+        wanted = (request.args.get("campaign") or "").strip()
+        campaign = wanted or (names[0] if names else "")
+        extra: dict[str, Any] = {}
+        if campaign:
+            try:
+                extra = context(campaign_results(conn, campaign))
+            except PushgenError as exc:
+                flash(str(exc), "error")
+        return render_template("results.html", names=names, campaign=campaign,
+                               can_write=g.can_write,
+                               messages=get_flashed_messages(with_categories=True), **extra)
 
     @app.get("/api/sms-info")
     def api_sms_info() -> Response:
