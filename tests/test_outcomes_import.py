@@ -232,3 +232,28 @@ def test_conversions_become_training_data(tmp_path):
     assert report.events_created == 2
     train(db, TrainParams(epochs=3, components=8))
     assert rank_campaign(db, "probe", k=3, user_ids=[61]).by_source == {"model": 1}
+
+
+def test_a_click_alone_teaches_the_next_model(tmp_path: Path) -> None:
+    """Clicks weigh 2 by default: a customer whose only history is a campaign click is
+    ranked by the model after the next train."""
+    from _ranker_helpers import PROFILES, add_user, make_shop as planted_shop
+    from pushgen.ranking import TrainParams, rank_campaign, train
+
+    db = planted_shop(tmp_path / "p.db")
+    add_user(db, 62, PROFILES["alpha"])
+    train(db, TrainParams(epochs=3, components=8))
+    assert "model" not in rank_campaign(db, "probe", k=3, user_ids=[62]).by_source
+    now = now_iso()
+    cid = db["campaigns"].insert({"name": "clicks", "channel": "push", "created_at": now,
+                                  "updated_at": now}).last_pk
+    did = db["drafts"].insert({
+        "campaign_id": cid, "user_id": 62, "channel": "push", "variant": 1,
+        "locale": "en-US", "content": dumps({}), "items": "[]", "generator": "template",
+        "status": "exported", "created_at": now, "updated_at": now,
+        "exported_at": now}).last_pk
+    report = import_rows(db, "outcomes", [
+        {"draft_id": did, "event": "clicked", "ts": "2026-01-20T10:00:00Z", "item": "AL-1"}])
+    assert report.events_created == 1
+    train(db, TrainParams(epochs=3, components=8))
+    assert rank_campaign(db, "probe", k=3, user_ids=[62]).by_source == {"model": 1}

@@ -60,7 +60,7 @@ _UFeat = Annotated[Optional[list[str]], typer.Option(
     "--user-feature", help="Extra user attribute used as a feature (repeatable).")]
 _EW = Annotated[Optional[list[str]], typer.Option(
     "--event-weight", help="KIND=WEIGHT, e.g. purchase=5 (repeatable). Defaults: purchase=5 "
-    "cart=3 view=1 rating=1 return=-5 (a return cancels its purchase).")]
+    "cart=3 click=2 view=1 rating=1 return=-5 (a return cancels its purchase).")]
 _HL = Annotated[Optional[float], typer.Option("--half-life",
                                               help="Halve an event's weight every N days.")]
 _RT = Annotated[float, typer.Option("--rating-threshold",

@@ -15,8 +15,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 DAY = 86_400
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"purchase": 5.0, "cart": 3.0, "view": 1.0,
-                                           "rating": 1.0, "return": -5.0}
+# A click (from a campaign outcome, or a shop's click log) says more than a view, less than
+# a cart; a return cancels its purchase.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"purchase": 5.0, "cart": 3.0, "click": 2.0,
+                                           "view": 1.0, "rating": 1.0, "return": -5.0}
 PURCHASE, RETURN, RATING = "purchase", "return", "rating"
 
 
