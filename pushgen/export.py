@@ -62,7 +62,7 @@ from .channels import control_chars, one_line
 from .config import SendSettings, config_from_json, demo_sender_fields, settings_from_json
 from .errors import PushgenError
 from .generate.guards import neutralize_template_syntax
-from .messages import CHANNEL_FIELDS, CampaignSettings, Recipient, checks_pass
+from .messages import CHANNEL_FIELDS, CampaignSettings, CheckResult, Recipient, checks_pass
 from .review import actor_name, campaign_id, recheck_many
 from .segments import profile_segment
 from .sendtime import (DEFAULT_SMS_QUIET_HOURS, MIN_EVENTS, Customer, QuietHours, SendPlan,
@@ -117,7 +117,8 @@ class ExportReport:
     skipped_extra_variant: int = 0      # another variant of the same customer goes / went out
     skipped_holdout: int = 0            # drafts of hold-out customers (never sent)
     not_approved: int = 0               # drafts of the campaign still in review or rejected
-    already_exported: int = 0           # exported before (written again only with --again)
+    already_exported: int = 0           # exported before in this format (again: --again)
+    other_format: int = 0               # exported before in another format, written now in this one
     stale_reasons: list[str] = field(default_factory=list)    # "draft 12: SKU-1 price ..."
     failing_reasons: list[str] = field(default_factory=list)  # "draft 12: guard.links ..."
     neutralised_cells: list[str] = field(default_factory=list)  # "draft 12 subject"
@@ -451,9 +452,14 @@ def catalog_changes(items: list[dict[str, Any]], current: dict[str, dict[str, An
     return changes
 
 
+ExportProgress = Callable[[str, int, int], None]   # (stage, done, total)
+_CHECK_CHUNK = 500
+
+
 def _select(db: Database, rows: list[dict[str, Any]], channel: str, fmt: str,
             report: ExportReport, reopen: list[tuple[dict[str, Any], str]],
-            settings: CampaignSettings) -> list[_Outgoing]:
+            settings: CampaignSettings, progress: ExportProgress | None = None
+            ) -> list[_Outgoing]:
     """Drafts that may be sent now: consent (read now, not at approval), a usable contact,
     every check passing now, unchanged catalog facts. Drafts to send back to review are
     appended to ``reopen`` with the reason."""
@@ -483,7 +489,13 @@ def _select(db: Database, rows: list[dict[str, Any]], channel: str, fmt: str,
             continue
         candidates.append(r)
     # The current rules, not the ones in force when the draft was approved.
-    for r, checks in zip(candidates, recheck_many(db, [(r, r["content"]) for r in candidates])):
+    fresh: list[list[CheckResult]] = []
+    for start in range(0, len(candidates), _CHECK_CHUNK):
+        part = candidates[start:start + _CHECK_CHUNK]
+        fresh += recheck_many(db, [(r, r["content"]) for r in part])
+        if progress:
+            progress("checking drafts", start + len(part), len(candidates))
+    for r, checks in zip(candidates, fresh):
         if not checks_pass(checks):
             failed = [f"{c.name} ({c.message})" for c in checks
                       if not c.ok and c.severity == "error"]
@@ -503,16 +515,18 @@ def _select(db: Database, rows: list[dict[str, Any]], channel: str, fmt: str,
     return out
 
 
-def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int], assigned: dict[int, int],
-                  report: ExportReport) -> list[_Outgoing]:
+def _one_per_user(outgoing: list[_Outgoing], already_sent: dict[int, set[int]],
+                  assigned: dict[int, int], report: ExportReport) -> list[_Outgoing]:
     """Each customer's assigned variant (the lowest one for a customer without an
-    assignment), none for the hold-out group, and none for a customer already sent one."""
+    assignment), none for the hold-out group, and none for a customer who was already sent
+    another draft (the same draft may be written again in another format)."""
     best: dict[int, _Outgoing] = {}
     for m in outgoing:
         own = assigned.get(m.user_id)
+        sent = already_sent.get(m.user_id, set())
         if own == 0:
             report.skipped_holdout += 1
-        elif m.user_id in already_sent or (own is not None and m.variant != own):
+        elif (sent and m.draft_id not in sent) or (own is not None and m.variant != own):
             report.skipped_extra_variant += 1
         elif m.user_id not in best or m.variant < best[m.user_id].variant:
             if m.user_id in best:
@@ -528,7 +542,7 @@ def _one_per_user(outgoing: list[_Outgoing], already_sent: set[int], assigned: d
 
 def _write_tmp(tmp: Path, fmt: str, channel: str, campaign: str, settings: CampaignSettings,
                outgoing: list[_Outgoing], plans: dict[int, SendPlan],
-               report: ExportReport) -> None:
+               report: ExportReport, progress: ExportProgress | None = None) -> None:
     """The complete export under its temporary name, fsynced (file or .eml folder)."""
     if fmt in ("csv", "jsonl"):
         records = [_record(m, channel, campaign, plans[m.user_id], settings)
@@ -550,6 +564,8 @@ def _write_tmp(tmp: Path, fmt: str, channel: str, campaign: str, settings: Campa
             fh.flush()
             os.fsync(fh.fileno())
         _kill_point(f"file:{n}")
+        if progress and (n % 50 == 0 or n == len(outgoing)):
+            progress("writing .eml files", n, len(outgoing))
     _fsync_dir(tmp)
 
 
@@ -643,15 +659,18 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                     send_window: str | None = None, quiet_hours: str | None = None,
                     timezone: str | None = None, min_events: int | None = None,
                     actor: str | None = None, allow_demo_sender: bool = False,
-                    now: _dt.datetime | None = None) -> ExportReport:
+                    now: _dt.datetime | None = None,
+                    progress: ExportProgress | None = None) -> ExportReport:
     """Write the approved ``channel`` drafts of ``campaign`` to a new file in ``out_dir``.
 
-    Nothing to export writes no file (``report.path`` is None, ``exported`` 0). With
-    ``again`` drafts exported before are written again too (and keep status exported).
+    Nothing to export writes no file (``report.path`` is None, ``exported`` 0). A draft is
+    exported once per format: drafts exported before in another format are written in this
+    one too (``report.other_format``); with ``again`` also those exported in this format.
     ``allow_demo_sender``: export even though the campaign still uses the demo sender.
     ``send_window`` ("START/END" or a day), ``quiet_hours`` ("21:00-09:00" or "off"),
     ``timezone`` (the shop's, for customers without one) and ``min_events`` override the
-    campaign's ``[send]`` settings (``send_options``).
+    campaign's ``[send]`` settings (``send_options``). ``progress(stage, done, total)`` is
+    called while drafts are re-checked and .eml files written.
     """
     if channel not in FORMATS:
         raise PushgenError(f"unknown channel {channel!r}: use email, sms or push")
@@ -684,22 +703,24 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
             "in a campaign config and redraft with --regenerate, or add --allow-demo-sender "
             "for a test export")
     report = ExportReport(campaign=campaign, channel=channel, fmt=fmt)
-    statuses = ("approved", "exported") if again else ("approved",)
     with _export_lock(db):
         report.notes += reconcile_exports(db, actor=who)
         report.notes += _clean_stale_tmp(out, store.pending_tmp_paths(db))
         with store.write_transaction(db):
             reopen: list[tuple[dict[str, Any], str]] = []
-            outgoing = _select(db, store.exportable_drafts(db, cid, channel, statuses),
-                               channel, fmt, report, reopen, settings)
-            sent = set() if again else store.exported_user_ids(db, cid, channel)
+            done_here = store.exported_in_format(db, cid, channel, fmt)
+            rows = [r for r in store.exportable_drafts(db, cid, channel, ("approved", "exported"))
+                    if again or r["id"] not in done_here]
+            report.already_exported = 0 if again else len(done_here)
+            outgoing = _select(db, rows, channel, fmt, report, reopen, settings, progress)
+            sent = {} if again else store.exported_drafts_by_user(db, cid, channel)
             outgoing = _one_per_user(outgoing, sent, assignment_store.variant_of(db, cid),
                                      report)
+            report.other_format = sum(1 for m in outgoing if m.status == "exported"
+                                      and m.draft_id not in done_here)
             report.not_approved = sum(
                 store.count_drafts(db, campaign_id=cid, channel=channel, status=s)
                 for s in ("draft", "rejected"))
-            report.already_exported = store.count_drafts(db, campaign_id=cid, channel=channel,
-                                                         status="exported")
             now = now_iso()
             for r, reason in reopen:
                 # Reopen (approved -> draft) so the reviewer sees why it did not go out; an
@@ -752,7 +773,7 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
         # reconciled by the next export; an error is undone right away.
         _kill_point("journal")
         try:
-            _write_tmp(tmp, fmt, channel, campaign, settings, outgoing, plans, report)
+            _write_tmp(tmp, fmt, channel, campaign, settings, outgoing, plans, report, progress)
             _kill_point("written")
             os.rename(tmp, path)
             _fsync_dir(path.parent)

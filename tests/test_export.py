@@ -15,7 +15,7 @@ from pushgen import review as rv
 from pushgen.cli import app
 from pushgen.errors import PushgenError
 
-from _review_helpers import USERS, draft_id, draft_row, events, make_shop, settings, unsub_url
+from _review_helpers import USERS, draft_id, draft_row, events, make_shop, unsub_url
 
 
 @pytest.fixture
@@ -237,9 +237,22 @@ def test_cli_export(db, db_path, runner, tmp_path):
     assert "wrote 3 email message(s) to" in r.output
     (folder,) = out.iterdir()
     assert len(list(folder.glob("*.eml"))) == 3
+    # The same approved drafts in a second format need no --again: a draft is exported
+    # once per format, and the report says these messages went out before.
+    r = runner.invoke(app, ["export", "email", "--campaign", "news", "--out", str(out),
+                            "--db", str(db_path)])
+    assert r.exit_code == 0 and "wrote 3 email message(s)" in r.output
+    assert "exported before in another format" in r.output
+    assert len(list(out.glob("news-email-*.csv"))) == 1
     r = runner.invoke(app, ["export", "email", "--campaign", "news", "--out", str(out),
                             "--db", str(db_path)])
     assert r.exit_code == 0 and "Nothing to export" in r.output and "--again" in r.output
+    assert "already exported as csv" in r.output
+    r = runner.invoke(app, ["export", "email", "--campaign", "news", "--format", "jsonl",
+                            "--out", str(out), "--json", "--db", str(db_path)])
+    rep = json.loads(r.stdout)
+    assert rep["exported"] == 3 and rep["other_format"] == 3 and rep["fmt"] == "jsonl"
+    assert rep["path"].endswith(".jsonl") and rep["already_exported"] == 0
     r = runner.invoke(app, ["export", "sms", "--campaign", "spring", "--format", "eml",
                             "--out", str(out), "--db", str(db_path)])
     assert r.exit_code == 1
@@ -313,8 +326,12 @@ def test_one_message_per_user_lowest_variant(db, tmp_path):
     assert (rep.exported, rep.skipped_extra_variant) == (3, 1)
     assert draft_row(db, extra)["status"] == "approved"
     # a later export must not send variant 2 to a customer who already got variant 1
-    later = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "o")
+    later = ex.export_campaign(db, "spring", "sms", fmt="jsonl", out_dir=tmp_path / "o")
     assert (later.exported, later.skipped_extra_variant, later.path) == (0, 1, None)
+    # in another format the same three messages are written again, never variant 2
+    as_csv = ex.export_campaign(db, "spring", "sms", fmt="csv", out_dir=tmp_path / "o")
+    assert (as_csv.exported, as_csv.other_format, as_csv.skipped_extra_variant) == (3, 3, 1)
+    assert extra not in as_csv.draft_ids
 
 
 def test_export_errors_are_one_line(db, db_path, runner, tmp_path):

@@ -190,7 +190,7 @@ def test_batch_file_and_import_for_vllm(shop: Path, runner, tmp_path: Path) -> N
     assert f"to {requests_file}" in out and "vllm run-batch" in out
     n = _run_batch_file(requests_file, results, broken_line=2)
     bad, out = _run(runner, shop, *common, "--import-batch-results", str(results))
-    assert bad.exit_code == 1 and f"results.jsonl:2: not a JSON object" in out
+    assert bad.exit_code == 1 and "results.jsonl:2: not a JSON object" in out
     assert rows(shop, "SELECT count(*) FROM llm_cache")[0][0] == 0     # nothing half-read
     _run_batch_file(requests_file, results)
     res, out = _run(runner, shop, *common, "--import-batch-results", str(results))

@@ -12,7 +12,7 @@ from pushgen import review as rv
 from pushgen.cli import app
 from pushgen.errors import PushgenError
 from pushgen.privacy import customer_data, forget_customer, was_erased
-from pushgen.store import dumps, llm_cache, now_iso, open_store
+from pushgen.store import llm_cache, now_iso
 
 from _review_helpers import USERS, draft_id, make_shop
 

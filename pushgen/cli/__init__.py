@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import data, drafting, ranking, report, reviewing, unsubscribe, users  # noqa: F401  (register)
+from . import (data, drafting, exporting, ranking, report, reviewing,  # noqa: F401  (register)
+               unsubscribe, users)
 from .app import app
 
 

@@ -434,7 +434,7 @@ def run_demo_loop(db_path: Path, console: Console) -> None:
     from ..review import approve_all_passing
     from .drafting import print_draft_report
     from .report import print_results
-    from .reviewing import print_send_times
+    from .exporting import print_send_times
 
     store = open_store(db_path)
     cfg = load_campaign_config(None, name=DEMO_AB, channel="email")

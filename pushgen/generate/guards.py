@@ -424,7 +424,7 @@ class EmailHtml(HTMLParser):
                 self._style(tag, value)
             elif name in _URL_ATTRIBUTES:
                 if name == "href" and tag == "a":
-                    self.links.append((f"<a href>", value))
+                    self.links.append(("<a href>", value))
                 elif name == "src" and tag == "img" or name == "background":
                     self.images.append((f"<{tag} {name}>", value))
                 else:

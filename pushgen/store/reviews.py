@@ -272,11 +272,25 @@ def channel_counts(db: Database, campaign_id: int) -> dict[str, int]:
         [campaign_id])}
 
 
-def exported_user_ids(db: Database, campaign_id: int, channel: str) -> set[int]:
-    """Users of a campaign with a draft (any variant) already exported on ``channel``."""
+def exported_drafts_by_user(db: Database, campaign_id: int, channel: str
+                            ) -> dict[int, set[int]]:
+    """Drafts of a campaign already exported on ``channel`` (any variant, any format), by
+    user: one customer gets one message, which may still be written in another format."""
+    out: dict[int, set[int]] = {}
+    for uid, did in db.execute(
+            "SELECT user_id, id FROM drafts WHERE campaign_id = ? AND channel = ? "
+            "AND status = 'exported'", [campaign_id, channel]):
+        out.setdefault(uid, set()).add(did)
+    return out
+
+
+def exported_in_format(db: Database, campaign_id: int, channel: str, fmt: str) -> set[int]:
+    """Ids of drafts a finished export of this campaign and channel wrote in format ``fmt``
+    (from the export journal)."""
     return {r[0] for r in db.execute(
-        "SELECT DISTINCT user_id FROM drafts WHERE campaign_id = ? AND channel = ? "
-        "AND status = 'exported'", [campaign_id, channel])}
+        "SELECT DISTINCT json_extract(j.value, '$.id') FROM exports e, json_each(e.drafts) j "
+        "WHERE e.campaign_id = ? AND e.channel = ? AND e.format = ? AND e.state = 'done'",
+        [campaign_id, channel, fmt])}
 
 
 def catalog_facts(db: Database, skus: list[str]) -> dict[str, dict[str, Any]]:
@@ -340,7 +354,7 @@ __all__ = [
     "MAX_ID", "write_transaction", "drafts_by_id", "campaign_row", "campaign_names", "fetch_draft", "fetch_drafts",
     "count_drafts", "draft_ids", "events_for", "last_event", "update_draft",
     "approvable_drafts", "set_status_many", "exportable_drafts", "status_counts",
-    "channel_counts", "exported_user_ids", "catalog_facts",
+    "channel_counts", "exported_drafts_by_user", "exported_in_format", "catalog_facts",
     "failed_check_counts", "distinct_values", "generator_totals",
     "decode_row", "set_checks", "insert_export", "pending_exports", "pending_tmp_paths",
     "finish_export", "undo_exported",
