@@ -1,0 +1,70 @@
+"""Every --json command prints one JSON document with the documented keys, nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pushgen.cli import app
+from pushgen.demo import build_demo_shop
+from pushgen.ranking import TrainParams, train
+from pushgen.store import open_store
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("json")
+    db = open_store(folder / "shop.db")
+    build_demo_shop(db, seed=4, n_users=120, n_items=40, n_events=3000)
+    train(db, TrainParams(epochs=2, components=8))
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.conn.close()
+    return folder
+
+
+@pytest.fixture
+def db_path(trained: Path, tmp_path: Path) -> Path:
+    shutil.copytree(trained, tmp_path / "shop")
+    return tmp_path / "shop" / "shop.db"
+
+
+def run_json(runner, *args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)          # the whole of stdout is one document
+
+
+def test_every_json_command_has_its_keys(runner, db_path: Path, tmp_path: Path) -> None:
+    db = ["--db", str(db_path)]
+    stats = run_json(runner, "stats", *db)
+    assert {"database", "tables", "items", "consent", "locales", "events_by_kind",
+            "events_from", "events_to"} <= set(stats) and stats["tables"]["users"] == 120
+
+    ranked = run_json(runner, "rank", "--campaign", "r", "--examples", "2", *db)
+    assert {"campaign", "users", "rows", "by_source", "repeat", "note"} <= set(ranked["summary"])
+    assert ranked["examples"] and {"user", "rank", "sku", "reason"} <= set(ranked["examples"][0])
+
+    evaluated = run_json(runner, "evaluate", "--epochs", "2", "--components", "8", *db)
+    assert {"split", "k", "users", "rows", "seconds", "served_note"} <= set(evaluated)
+    first = next(iter(evaluated["rows"].values()))
+    assert {"model", "precision", "recall", "ndcg", "auc"} <= set(first[0])
+
+    drafted = run_json(runner, "draft", "-c", "j", "--channel", "push", "--limit", "5", *db)
+    assert {"campaign", "audience", "drafted", "passed", "failed"} <= set(drafted["report"])
+    assert drafted["report"]["drafted"] == 5 and drafted["batch"] is None
+
+    report = run_json(runner, "stats", "-c", "j", *db)
+    assert report["drafts"] == 5 and {"by_status", "check_failures", "llm"} <= set(report)
+
+    listed = run_json(runner, "review", "list", "-c", "j", *db)
+    assert listed["total"] == 5 and {"id", "status", "item"} <= set(listed["drafts"][0])
+    shown = run_json(runner, "review", "show", str(listed["drafts"][0]["id"]), *db)
+    assert {"content", "items", "checks", "history"} <= set(shown)
+
+    runner.invoke(app, ["review", "approve", "--all-passing", "-c", "j", *db])
+    exported = run_json(runner, "export", "push", "-c", "j", "--out", str(tmp_path / "o"), *db)
+    assert {"path", "exported", "draft_ids", "send_window", "skipped_no_consent"} <= set(exported)
+    assert exported["exported"] >= 1 and Path(exported["path"]).is_file()
