@@ -86,6 +86,7 @@ class DraftReport:
     empty_reason: str = ""        # why the audience is empty, when it is
     seconds: float = 0.0
     workers: int = 1              # processes that rendered and checked the drafts
+    notes: list[str] = field(default_factory=list)   # anything else the user should know
     # LLM runs only
     llm_mode: str = ""            # blocks | per-user
     llm_model: str = ""
@@ -416,7 +417,7 @@ def draft_campaign(
         batch_size = TEMPLATE_BATCH if llm_run is None else LLM_BATCH
     n_workers = 1 if llm_run is not None else plan_workers(workers, len(user_ids), batch_size)
     pool = _template_pool(db, n_workers, template_dirs) if n_workers > 1 else None
-    report.workers = n_workers
+    report.workers = n_workers if pool is not None else 1
 
     def commit(rows: list[dict], users: int) -> None:
         report.drafted += store.write_drafts(db, rows, regenerate=regenerate)
@@ -457,6 +458,7 @@ def draft_campaign(
     finally:
         if pool is not None:
             pool.close()
+            report.notes += pool.notes
     ranking.finish()
     report.ranked_by_source = ranking.by_source
     report.rank_note, report.rank_repeat = ranking.note, ranking.repeat
@@ -470,7 +472,10 @@ def _template_pool(db: Database, workers: int, template_dirs: list | None):
     from .drafting_pool import TemplatePool
     from .store.catalog import catalog_titles
 
-    return TemplatePool(workers - 1, catalog_titles(db), template_dirs, _checker(db))
+    try:
+        return TemplatePool(workers - 1, catalog_titles(db), template_dirs, _checker(db))
+    except OSError:          # no way to start a Python here (an embedded interpreter...)
+        return None
 
 
 # Typical answer sizes (tokens) for the estimate: per-user message, lead block, item block.

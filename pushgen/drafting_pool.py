@@ -40,6 +40,8 @@ from .messages import CheckResult, Message, MessageContext, checks_pass
 # importing Jinja and the guards) costs about what one process drafts in a fraction of a
 # second, and a small run is over before the pipeline fills.
 MIN_PARALLEL_USERS = 6000
+# Contexts per chunk, the unit a worker (or this process) drafts at a time.
+CHUNK = 500
 
 
 # -- one batch ------------------------------------------------------------------------------------
@@ -249,12 +251,7 @@ class _Worker:
             job = self._pool._answered(self)
             if job is not None:
                 job.finish(value, None) if kind == "rows" else job.finish(None, value)
-        code = self.proc.wait()
-        error = PushgenError(
-            f"a drafting worker process stopped unexpectedly (exit code {code}); every batch "
-            "written so far is kept: rerun the same command to continue, or use --workers 1")
-        for job in self._pool._died(self):
-            job.finish(None, error)
+        self._pool._died(self, self.proc.wait())
 
     def close(self, kill: bool) -> None:
         self._outbox.put(None)                  # stdin closes: the worker ends its loop
@@ -282,15 +279,18 @@ class TemplatePool:
 
     def __init__(self, workers: int, catalog_titles: dict[str, list[str]],
                  template_dirs: Sequence[Any] | None, check: Checker, *,
-                 chunk: int = 500) -> None:
+                 chunk: int | None = None) -> None:
         self.template_dirs = ([str(Path(d).resolve()) for d in template_dirs]
                               if template_dirs else None)
-        self.check, self.chunk = check, max(chunk, 1)
+        self.check, self.chunk = check, max(chunk or CHUNK, 1)
         self._lock = threading.Lock()
         self._todo: deque[_Job] = deque()       # chunks no one has taken yet
         self._batches: deque[_Batch] = deque()
         self.workers: list[_Worker] = []
-        self.drafted_here = 0                   # chunks this process drafted itself
+        self.chunks = 0                         # chunks submitted
+        self.drafted_here = 0                   # ... of which this process drafted itself
+        self.notes: list[str] = []              # what the caller should tell the user
+        self._closing = False
         try:
             for _ in range(workers):
                 self.workers.append(_Worker((catalog_titles, self.template_dirs), self))
@@ -307,12 +307,17 @@ class TemplatePool:
             self._feed()
         return job
 
-    def _died(self, worker: _Worker) -> list[_Job]:
-        """Reader thread: ``worker`` is gone; the jobs it held, to fail."""
+    def _died(self, worker: _Worker, code: int) -> None:
+        """Reader thread: ``worker`` is gone; the chunks it held go back to the front of
+        the queue (another worker or this process drafts them; nothing is lost)."""
         with self._lock:
             worker.alive = False
             lost, worker.outstanding = list(worker.outstanding), deque()
-        return lost
+            self._todo.extendleft(reversed(lost))
+            if not self._closing:
+                self.notes.append(f"a drafting worker process stopped (exit code {code}); "
+                                  "its drafts were made by the others")
+            self._feed()
 
     def _feed(self) -> None:
         """Give every live worker up to two chunks (caller holds the lock)."""
@@ -337,6 +342,7 @@ class TemplatePool:
             jobs.append(_Job((campaign_id, part,
                               {u: v for u, v in forbidden.items() if u in users})))
         self._batches.append(_Batch(tag, jobs))
+        self.chunks += len(jobs)
         with self._lock:
             self._todo.extend(jobs)
             self._feed()
@@ -371,8 +377,9 @@ class TemplatePool:
         """Stop the workers: at once when batches are still out (they are dropped; a rerun
         drafts them), else once their stdin closes."""
         kill = bool(self._batches)
-        self._batches.clear()
         with self._lock:
+            self._closing = True
+            self._batches.clear()
             self._todo.clear()
         for worker in self.workers:
             worker.close(kill)
