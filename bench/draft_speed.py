@@ -11,8 +11,10 @@
    pushgen (e.g. the code before a change). Each run is a child process; its peak memory
    is the largest sum of the resident memory of the drafting process and its workers,
    sampled every 20 ms (``main MB``: the drafting process alone, exact).
-2. Memory: the same default drafting on a --memory-users shop (20k) and the --users shop:
-   peak MB of each and their ratio (flat memory: at most 1.2x).
+2. Memory: the same default drafting on a --memory-users shop (20k), on the --users shop
+   with the audience limited to --memory-users customers, and on the whole --users shop:
+   peak MB of each, the ratio of the two shops (target: at most 1.2x) and of the two
+   audiences of one shop (what the audience size alone adds).
 2. LLM path: --llm-drafts SMS drafts through the real openai client against the test
    suite's fake Chat Completions server with --latency seconds per call at --concurrency,
    compared with the ideal n * latency / concurrency; then the same campaign is redrafted
@@ -123,9 +125,10 @@ class _TreePeak:
         return max(self.peak, _peak_rss_mb())
 
 
-def _child_template(db_path: str, channel: str, workers: str) -> None:
+def _child_template(db_path: str, channel: str, workers: str, limit: str) -> None:
     """Runs in a fresh process: draft one campaign, print JSON with timing and peak RSS
-    (``workers``: 'default' or a number; an old checkout without the option gets none)."""
+    (``workers``: 'default' or a number; an old checkout without the option gets none;
+    ``limit``: audience size, 0 for all)."""
     from pushgen.campaign import draft_campaign
     from pushgen.config import load_campaign_config
     from pushgen.store import open_store
@@ -134,10 +137,11 @@ def _child_template(db_path: str, channel: str, workers: str) -> None:
     name = f"bench-{channel}-{time.time_ns()}"
     base_rss = _peak_rss_mb()
     kwargs = {} if workers == "default" else {"workers": int(workers)}
+    config = load_campaign_config(None, name=name, channel=channel)
+    config.audience.limit = int(limit) or None
     sampler = _TreePeak()
     t = time.perf_counter()
-    report = draft_campaign(db, name, load_campaign_config(None, name=name, channel=channel),
-                            **kwargs)
+    report = draft_campaign(db, name, config, **kwargs)
     seconds = time.perf_counter() - t
     peak = sampler.stop()
     print(json.dumps({"drafted": report.drafted, "seconds": seconds, "peak_mb": peak,
@@ -157,7 +161,7 @@ def _fresh_copy(db_path: Path, into: Path) -> Path:
 
 
 def _template(db_path: Path, channel: str, workers: str = "default",
-              src: Path | None = None) -> dict:
+              src: Path | None = None, limit: int = 0) -> dict:
     """One template drafting run in a child process (``src``: another pushgen checkout)."""
     env = dict(os.environ)
     if src is not None:
@@ -165,8 +169,8 @@ def _template(db_path: Path, channel: str, workers: str = "default",
     with tempfile.TemporaryDirectory(dir=db_path.parent) as tmp:
         copy = _fresh_copy(db_path, Path(tmp))
         out = subprocess.run([sys.executable, __file__, "--child", str(copy), channel,
-                              workers], check=True, capture_output=True, text=True, env=env,
-                             cwd=src or ROOT)
+                              workers, str(limit)], check=True, capture_output=True,
+                             text=True, env=env, cwd=src or ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -336,14 +340,15 @@ def _batch(db_path: Path, n: int) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        _child_template(sys.argv[2], sys.argv[3], sys.argv[4])
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        _child_template(*sys.argv[2:])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=100_000, help="demo shop size for the "
                     "template run")
     ap.add_argument("--events-per-user", type=int, default=10)
-    ap.add_argument("--llm-drafts", type=int, default=1000)
+    ap.add_argument("--llm-drafts", type=int, default=1000, help="per-user LLM drafts "
+                    "(0 to skip)")
     ap.add_argument("--latency", type=float, default=0.2, help="seconds per LLM call")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--channels", default="sms", help="comma list for the template run")
@@ -389,28 +394,36 @@ def main() -> None:
         results[channel] = r
         row(channel, f"{r['workers']} worker processes" if r["workers"] > 1
             else "default (1 process)", r, single)
-    memory = {}
+    memory: dict[int, float] = {}
     sms = results.get("sms") or next(iter(results.values()))
     if small_path is not None:
         channel = "sms" if "sms" in results else next(iter(results))
-        memory[args.memory_users] = _template(small_path, channel, args.workers)["peak_mb"]
-        memory[args.users] = results[channel]["peak_mb"]
-        print(f"\nPeak memory of the default template drafting ({channel}, process and its "
-              "workers)")
-        print(f"{'users':>8} {'peak MB':>8}")
-        for users, mb in sorted(memory.items()):
-            print(f"{users:>8,} {mb:>8.0f}")
-        print(f"ratio {args.users:,} / {args.memory_users:,} users: "
-              f"{memory[args.users] / memory[args.memory_users]:.2f}")
+        small = _template(small_path, channel, args.workers)
+        limited = _template(db_path, channel, args.workers, limit=args.memory_users)
+        big = results[channel]
+        memory = {args.memory_users: small["peak_mb"], args.users: big["peak_mb"]}
+        print(f"\nPeak memory of the default template drafting ({channel}; peak MB: the "
+              "drafting process and its workers, main MB: the drafting process)")
+        print(f"{'shop users':>10} {'audience':>9} {'drafts':>8} {'peak MB':>8} {'main MB':>8}")
+        for users, audience, r in ((args.memory_users, "all", small),
+                                   (args.users, f"{args.memory_users:,}", limited),
+                                   (args.users, "all", big)):
+            print(f"{users:>10,} {audience:>9} {r['drafted']:>8,} {r['peak_mb']:>8.0f} "
+                  f"{r['main_mb']:>8.0f}")
+        print(f"ratio {args.users:,} / {args.memory_users:,}-user shop: "
+              f"{big['peak_mb'] / small['peak_mb']:.2f}; same {args.users:,}-user shop, whole "
+              f"audience / {args.memory_users:,} users: {big['peak_mb'] / limited['peak_mb']:.2f}")
 
-    llm = _llm(args.workdir, args.llm_drafts, args.latency, args.concurrency)
-    print(f"\nLLM drafting via the openai client, {args.latency * 1000:.0f} ms per call, "
-          f"concurrency {args.concurrency}")
-    print(f"{'drafts':>7} {'calls':>6} {'elapsed s':>10} {'ideal s':>8} {'ratio':>6} "
-          f"{'max in flight':>14} {'rerun calls':>12} {'rerun s':>8}")
-    print(f"{llm['drafted']:>7,} {llm['calls']:>6,} {llm['elapsed']:>10.2f} "
-          f"{llm['ideal']:>8.2f} {llm['ratio']:>6.2f} {llm['max_in_flight']:>14} "
-          f"{llm['calls_rerun']:>12} {llm['rerun_seconds']:>8.2f}")
+    llm = _llm(args.workdir, args.llm_drafts, args.latency, args.concurrency) \
+        if args.llm_drafts else None
+    if llm:
+        print(f"\nLLM drafting via the openai client, {args.latency * 1000:.0f} ms per call, "
+              f"concurrency {args.concurrency}")
+        print(f"{'drafts':>7} {'calls':>6} {'elapsed s':>10} {'ideal s':>8} {'ratio':>6} "
+              f"{'max in flight':>14} {'rerun calls':>12} {'rerun s':>8}")
+        print(f"{llm['drafted']:>7,} {llm['calls']:>6,} {llm['elapsed']:>10.2f} "
+              f"{llm['ideal']:>8.2f} {llm['ratio']:>6.2f} {llm['max_in_flight']:>14} "
+              f"{llm['calls_rerun']:>12} {llm['rerun_seconds']:>8.2f}")
     channels = [c for c in args.blocks_channels.split(",") if c]
     blocks = _blocks(db_path, args.latency, args.concurrency, channels) if channels else None
     if blocks:
@@ -433,9 +446,11 @@ def main() -> None:
               f"customers: {batch['submitted']:,} requests submitted, {batch['drafted']:,} "
               f"drafts written ({batch['llm_drafts']:,} by the LLM) in {batch['seconds']:.1f} s,"
               f" 0 live calls: {'ok' if batch['ok'] else 'FAILED'}")
-    line = (f"RESULT template_drafts_per_s={sms['drafted'] / sms['seconds']:.0f} "
-            f"llm_ratio_to_ideal={llm['ratio']:.2f} llm_calls_rerun={llm['calls_rerun']} "
-            f"peak_mb={sms['peak_mb']:.0f}")
+    line = f"RESULT template_drafts_per_s={sms['drafted'] / sms['seconds']:.0f}"
+    if llm:
+        line += (f" llm_ratio_to_ideal={llm['ratio']:.2f} "
+                 f"llm_calls_rerun={llm['calls_rerun']}")
+    line += f" peak_mb={sms['peak_mb']:.0f}"
     if blocks:
         worst = max(r["per_1000"] for r in blocks["channels"].values())
         total = sum(r["drafted"] for r in blocks["channels"].values())

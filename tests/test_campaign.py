@@ -319,8 +319,12 @@ def _run(db_path: Path, campaign: str, channel: str, **kwargs) -> tuple[object, 
     """Draft and note the number of drafts after every commit (the order of commits)."""
     db = open_store(db_path)
     commits: list[int] = []
-    report = draft_campaign(db, campaign, _cfg(campaign, channel), progress=lambda n: commits.append(
-        db.execute("SELECT count(*) FROM drafts").fetchone()[0]), **kwargs)
+
+    def committed(n: int) -> None:
+        commits.append(db.execute("SELECT count(*) FROM drafts").fetchone()[0])
+
+    report = draft_campaign(db, campaign, _cfg(campaign, channel), progress=committed,
+                            **kwargs)
     return report, commits
 
 
