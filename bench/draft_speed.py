@@ -392,7 +392,7 @@ def main() -> None:
                 _template(db_path, channel, "default", args.baseline_src), single)
         r = _template(db_path, channel, args.workers)
         results[channel] = r
-        row(channel, f"{r['workers']} worker processes" if r["workers"] > 1
+        row(channel, f"{r['workers']} processes" if r["workers"] > 1
             else "default (1 process)", r, single)
     memory: dict[int, float] = {}
     sms = results.get("sms") or next(iter(results.values()))

@@ -26,8 +26,8 @@ from .store import drafts as store
 Progress = Callable[[int], None]
 
 # Users per batch (one transaction each). Template batches are smaller: with a drafting
-# worker, two of them are in flight while the next is ranked (peak memory at 100k users:
-# 282 MB with 1,000, 311 MB with 2,000; same speed).
+# worker, two of them are in flight while the next is ranked (peak memory of a 100k-user
+# run, workers included: 282 MB with 1,000, 311 MB with 2,000, at the same speed).
 TEMPLATE_BATCH = 1000
 LLM_BATCH = 2000
 
