@@ -617,6 +617,10 @@ def test_draft_prints_the_rankers_popularity_note(tmp_path: Path, runner) -> Non
     assert report.rank_note.startswith("On your data, popularity ranks as well as the "
                                        "personal model") and report.rank_repeat
     res = runner.invoke(app, ["draft", "-c", "cli", "--channel", "push", "--limit", "5",
-                              "--db", str(path)])
+                              "--workers", "2", "--db", str(path)])
     assert res.exit_code == 0, res.output
-    assert "popularity ranks as well as the personal model" in " ".join(res.output.split())
+    out = " ".join(res.output.split())
+    assert "popularity ranks as well as the personal model" in out
+    assert f"repeat = {report.rank_repeat}" in out
+    bad = runner.invoke(app, ["draft", "-c", "cli", "--workers", "0", "--db", str(path)])
+    assert bad.exit_code == 2 and "--workers" in bad.output

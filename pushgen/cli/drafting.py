@@ -59,6 +59,8 @@ def print_draft_report(report: DraftReport, out: Console = console) -> None:
     if report.ranked_by_source:
         t.add_row("users ranked by", ", ".join(f"{k.replace('_', ' ')}: {v}"
                                                for k, v in report.ranked_by_source.items()))
+    if report.rank_repeat:
+        t.add_row("bought items", f"repeat = {report.rank_repeat}")
     if report.llm_mode:
         t.add_row("LLM", f"{report.llm_model}, {report.llm_mode} mode")
         price = report.llm_price
