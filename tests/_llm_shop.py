@@ -16,7 +16,7 @@ from pushgen.store import open_store
 def build_shop(folder: Path, *, users: int = 300, items: int = 80) -> Path:
     db = open_store(folder / "shop.db")
     build_demo_shop(db, seed=3, n_users=users, n_items=items, n_events=users * 20)
-    train(db, TrainParams(epochs=5, components=16))
+    train(db, TrainParams(epochs=5, components=16, threads=1))   # one thread: reproducible
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()
     return folder

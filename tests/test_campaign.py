@@ -312,3 +312,327 @@ def test_dead_llm_endpoint_stops_the_run_without_saving(shop: Path) -> None:
     with pytest.raises(PushgenError, match="answered none"):
         draft_campaign(db, "dead", _cfg("dead", "sms", limit=2), generator="llm", llm=opts)
     assert _rows(shop, "SELECT count(*) FROM drafts")[0][0] == 0
+
+
+# -- both cores: worker processes render and check, the drafting process ranks and writes ----------
+SECRET = "s3cret-" * 8
+
+
+def _drafts(db_path: Path, campaign: str) -> list[tuple]:
+    return _rows(db_path, "SELECT d.id, d.user_id, d.variant, d.locale, d.content, d.items, "
+                          "d.checks, d.passed, d.generator, d.template_name, d.flag, d.status "
+                          "FROM drafts d JOIN campaigns c ON c.id = d.campaign_id "
+                          "WHERE c.name = ? ORDER BY d.id", (campaign,))
+
+
+def _run(db_path: Path, campaign: str, channel: str, **kwargs) -> tuple[object, list[int]]:
+    """Draft and note the number of drafts after every commit (the order of commits)."""
+    db = open_store(db_path)
+    commits: list[int] = []
+
+    def committed(n: int) -> None:
+        commits.append(db.execute("SELECT count(*) FROM drafts").fetchone()[0])
+
+    report = draft_campaign(db, campaign, _cfg(campaign, channel), progress=committed,
+                            **kwargs)
+    return report, commits
+
+
+@pytest.fixture
+def twin_shops(trained_shop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+               ) -> tuple[Path, Path]:
+    """Two copies of the shop with one shop secret (unsubscribe links compare equal)."""
+    monkeypatch.setenv("PUSHGEN_SECRET", SECRET)
+    out = []
+    for name in ("one", "two"):
+        shutil.copytree(trained_shop, tmp_path / name)
+        out.append(tmp_path / name / "shop.db")
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("channel, chunk", [("email", None), ("sms", 10)])
+def test_parallel_drafting_writes_exactly_what_one_process_writes(
+        twin_shops, channel, chunk, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pushgen.campaign as campaign
+    from pushgen import drafting_pool
+
+    one, two = twin_shops
+    single, single_commits = _run(one, "par", channel, workers=1, batch_size=40, variants=2)
+    pools = []
+    make_pool = campaign._template_pool
+    monkeypatch.setattr(campaign, "_template_pool",
+                        lambda *a: pools.append(make_pool(*a)) or pools[-1])
+    if chunk:   # small chunks: while it waits, this process drafts some of them too
+        monkeypatch.setattr(drafting_pool, "CHUNK", chunk)
+    parallel, parallel_commits = _run(two, "par", channel, workers=2, batch_size=40,
+                                      variants=2)
+    assert single.workers == 1 and parallel.workers == 2 and len(pools) == 1
+    if chunk:   # both the worker and this process drafted
+        assert 0 < pools[0].drafted_here < pools[0].chunks
+    rows = _drafts(one, "par")
+    assert len(rows) == single.drafted > 200
+    assert _drafts(two, "par") == rows              # same ids, text, items, checks, status
+    assert parallel_commits == single_commits       # same batches committed in the same order
+    assert (parallel.drafted, parallel.passed, parallel.failed, parallel.no_items) == \
+        (single.drafted, single.passed, single.failed, single.no_items)
+    assert parallel.ranked_by_source == single.ranked_by_source
+
+
+def test_worker_drafts_rows_equal_to_this_process(shop: Path) -> None:
+    """A worker process alone (this process never steals a chunk) gives the same rows."""
+    import time
+
+    from pushgen.assign import split_for
+    from pushgen.campaign import _BatchRanking, _audience, _checker, _contexts
+    from pushgen.drafting_pool import TemplatePool, template_rows
+    from pushgen.store import drafts as draft_store
+    from pushgen.store.catalog import catalog_titles
+
+    db = open_store(shop)
+    cfg = _cfg("w", "push")
+    split = split_for(cfg.ab, 1)
+    campaign_id, users = _audience(db, "w", cfg, split=split)
+    ranking = _BatchRanking(db, "w", cfg, 1)
+    batches = [users[:60], users[60:120]]
+    check = _checker(db)
+    pool = TemplatePool(1, catalog_titles(db), None, check, chunk=25)
+    try:
+        expected = []
+        for i, batch in enumerate(batches):
+            assert ranking(batch)
+            contexts, _ = _contexts(db, campaign_id, cfg, batch, split, {})
+            forbidden = draft_store.contact_values(db, batch)
+            expected.append(template_rows(campaign_id, contexts, check, forbidden, None))
+            pool.submit(campaign_id, contexts, forbidden, tag=i)
+        got = []
+        while len(got) < 2:
+            done = pool.next_done(wait=False)   # never waits, so never drafts here
+            if done is None:
+                time.sleep(0.02)
+            else:
+                got.append(done)
+        assert pool.drafted_here == 0
+        assert [tag for _, tag in got] == [0, 1]
+        assert [rows for rows, _ in got] == expected and len(expected[0]) > 40
+        assert isinstance(expected[0][0]["content"], str)      # encoded by the worker
+    finally:
+        pool.close()
+    assert all(w.proc.poll() is not None for w in pool.workers)
+
+
+def test_rows_are_encoded_like_the_store(shop: Path) -> None:
+    from pushgen.drafting_pool import _encode
+    from pushgen.store import dumps
+
+    value = {"text": "何丽，为您精选 ✓ \"quoted\" \n", "b": [1.5, None, {"z": 1, "a": "é"}]}
+    assert _encode(value) == dumps(value)
+
+
+def test_parallel_run_stopped_by_ctrl_c_keeps_batches_and_stops_its_workers(
+        twin_shops, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pushgen.campaign as campaign
+
+    one, two = twin_shops
+    pools = []
+    make_pool = campaign._template_pool
+    monkeypatch.setattr(campaign, "_template_pool",
+                        lambda *a: pools.append(make_pool(*a)) or pools[-1])
+    db = open_store(two)
+    batches = []
+
+    def stop_after_two(n: int) -> None:
+        batches.append(n)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        draft_campaign(db, "resume", _cfg("resume", "email"), batch_size=30, workers=2,
+                       progress=stop_after_two)
+    assert pools and all(w.proc.poll() is not None for w in pools[0].workers)
+    kept = _drafts(two, "resume")
+    assert 0 < len(kept) <= 60
+    draft_campaign(db, "resume", _cfg("resume", "email"), batch_size=30, workers=2)
+    _same_drafts_as_one_run(one, two, "resume", "email", kept)
+
+
+def _same_drafts_as_one_run(one: Path, two: Path, campaign: str, channel: str,
+                            kept: list[tuple]) -> None:
+    """``two`` (interrupted, then rerun) has a draft for exactly the users and variants of
+    an uninterrupted run on ``one``, once each, and the drafts kept from before the
+    interruption are untouched. (Scores of users ranked in other batches may differ in the
+    last bits of a float: BLAS kernels depend on the matrix size.)"""
+    _run(one, campaign, channel, workers=1)
+    key = ("SELECT d.user_id, d.variant, d.passed FROM drafts d JOIN campaigns c "
+           "ON c.id = d.campaign_id WHERE c.name = ? ORDER BY d.user_id, d.variant")
+    assert _rows(two, key, (campaign,)) == _rows(one, key, (campaign,))
+    after = {row[0]: row for row in _drafts(two, campaign)}
+    assert all(after[row[0]] == row for row in kept)
+
+
+_KILL_SCRIPT = """
+import sys, time
+from pushgen.campaign import draft_campaign
+from pushgen.config import load_campaign_config
+from pushgen.store import open_store
+
+db = open_store(sys.argv[1])
+cfg = load_campaign_config(None, name="kill", channel="sms")
+
+def committed(n):
+    print(db.execute("SELECT count(*) FROM drafts").fetchone()[0], flush=True)
+    time.sleep(0.3)    # room for the test to kill us between batches or in the middle of one
+
+draft_campaign(db, "kill", cfg, batch_size=25, workers=2, progress=committed)
+print("done", flush=True)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_parallel_run_killed_with_sigkill_resumes_without_loss_or_duplicates(twin_shops) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    one, two = twin_shops
+    _, commits = _run(one, "kill-reference", "sms", workers=1, batch_size=25)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(two)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        seen = [int(proc.stdout.readline()) for _ in range(2)]   # two batches committed
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert workers, "the drafting process had no worker"
+    deadline = time.monotonic() + 30
+    while not all(_gone(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(w) for w in workers), "a worker outlived the killed drafting process"
+    kept = _drafts(two, "kill")
+    assert seen[-1] <= len(kept) < commits[-1] and len(kept) in commits   # whole batches
+    again = draft_campaign(open_store(two), "kill", _cfg("kill", "sms"), batch_size=25,
+                           workers=2)
+    assert again.drafted == commits[-1] - len(kept)
+    _same_drafts_as_one_run(one, two, "kill", "sms", kept)
+
+
+def test_a_dead_worker_loses_nothing_the_others_draft_its_share(
+        twin_shops, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pushgen.campaign as campaign
+
+    one, two = twin_shops
+    pools = []
+    make_pool = campaign._template_pool
+    monkeypatch.setattr(campaign, "_template_pool",
+                        lambda *a: pools.append(make_pool(*a)) or pools[-1])
+    db = open_store(two)
+
+    def kill_worker(n: int) -> None:
+        for worker in pools[0].workers:
+            worker.proc.kill()
+            worker.proc.wait()
+
+    report = draft_campaign(db, "dead", _cfg("dead", "sms"), batch_size=25, workers=2,
+                            progress=kill_worker)
+    assert any("worker process stopped (exit code -9)" in n for n in report.notes)
+    single, _ = _run(one, "dead", "sms", workers=1, batch_size=25)
+    assert _drafts(two, "dead") == _drafts(one, "dead") and report.drafted == single.drafted
+
+
+def test_a_template_error_in_a_worker_is_the_same_one_line_error(shop: Path, tmp_path: Path
+                                                                   ) -> None:
+    from pushgen.errors import PushgenError
+
+    own = tmp_path / "mine" / "sms"
+    own.mkdir(parents=True)
+    (own / "default.en-US.j2").write_text("{% block text %}Hi {{ recipient.nmae }}"
+                                          "{% endblock %}", encoding="utf-8")
+    db = open_store(shop)
+    with pytest.raises(PushgenError, match=r"default\.en-US\.j2:1: .*nmae"):
+        draft_campaign(db, "bad", _cfg("bad", "sms"), batch_size=40, workers=2,
+                       template_dirs=[tmp_path / "mine"])
+
+
+def test_worker_count_plan() -> None:
+    from pushgen.drafting_pool import MIN_PARALLEL_USERS, default_workers, plan_workers
+    from pushgen.errors import PushgenError
+
+    assert plan_workers(None, MIN_PARALLEL_USERS - 1, 1000) == 1      # small: one process
+    assert plan_workers(None, MIN_PARALLEL_USERS, 1000) == default_workers()
+    assert plan_workers(2, 300, 40) == 2                                # asked for: granted
+    assert plan_workers(2, 40, 40) == 1                                 # one batch
+    assert plan_workers(1, 10**6, 1000) == 1
+    with pytest.raises(PushgenError, match="--workers must be at least 1"):
+        plan_workers(0, 10, 1)
+
+
+def test_a_batch_whose_users_have_no_eligible_item_is_skipped_not_an_error(shop: Path) -> None:
+    from pushgen.errors import PushgenError
+
+    db = open_store(shop)
+    cat = _rows(shop, "SELECT category FROM items GROUP BY category ORDER BY count(*), "
+                      "category LIMIT 1")[0][0]
+    first = [r[0] for r in _rows(shop, "SELECT id FROM users WHERE consent_push = 1 "
+                                       "ORDER BY id LIMIT 30")]
+    # the first batch's customers have bought every item of the only category allowed
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO events (user_id, item_id, kind, value, quantity, ts) "
+        "VALUES (?, ?, 'purchase', 1, 1, '2020-01-01T00:00:00+00:00')",
+        [(u, i) for u in first for (i,) in db.execute("SELECT id FROM items WHERE category = ?",
+                                                      [cat])])
+    db.conn.commit()
+
+    def cfg(name: str, **audience):
+        c = _cfg(name, "push", **audience)
+        c.rank = {"include_categories": [cat], "repeat": "never"}
+        return c
+
+    report = draft_campaign(db, "cat", cfg("cat"), batch_size=30)
+    assert report.no_items >= 30 and report.drafted == report.audience - report.no_items > 0
+    drafted = {r[0] for r in _rows(shop, "SELECT user_id FROM drafts")}
+    assert not drafted & set(first)
+    # when no batch has an eligible item, the ranking's own error, and nothing written
+    with pytest.raises(PushgenError, match="no user has an eligible item left"):
+        draft_campaign(db, "none", cfg("none", limit=30), batch_size=10)
+    assert _rows(shop, "SELECT count(*) FROM drafts d JOIN campaigns c ON c.id = d.campaign_id "
+                       "WHERE c.name = 'none'")[0][0] == 0
+
+
+def test_draft_prints_the_rankers_popularity_note(tmp_path: Path, runner) -> None:
+    from _ranker_helpers import planted_shop
+
+    path = tmp_path / "pop.db"
+    db = planted_shop(path, "popular")
+    train(db, TrainParams(components=16))
+    db.execute("UPDATE users SET consent_push = 1")
+    db.conn.commit()
+    report = draft_campaign(db, "api", _cfg("api", "push", limit=5))
+    assert report.rank_note.startswith("On your data, popularity ranks as well as the "
+                                       "personal model") and report.rank_repeat
+    res = runner.invoke(app, ["draft", "-c", "cli", "--channel", "push", "--limit", "5",
+                              "--workers", "2", "--db", str(path)])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "popularity ranks as well as the personal model" in out
+    assert f"repeat = {report.rank_repeat}" in out
+    bad = runner.invoke(app, ["draft", "-c", "cli", "--workers", "0", "--db", str(path)])
+    assert bad.exit_code == 2 and "--workers" in bad.output

@@ -17,6 +17,7 @@ from rich.text import Text
 from ..campaign import DraftReport, LLMOptions, draft_campaign, dry_run
 from ..campaign_batch import BatchRun, batch_settings, draft_campaign_batch
 from ..config import LLMPrice, config_from_json, demo_sender_fields, load_campaign_config
+from ..drafting_pool import MIN_PARALLEL_USERS
 from ..errors import PushgenError
 from ..store import drafts as draft_store
 from ..store import open_store
@@ -64,6 +65,8 @@ def print_draft_report(report: DraftReport, out: Console = console) -> None:
     if report.ranked_by_source:
         t.add_row("users ranked by", ", ".join(f"{k.replace('_', ' ')}: {v}"
                                                for k, v in report.ranked_by_source.items()))
+    if report.rank_repeat:
+        t.add_row("bought items", f"repeat = {report.rank_repeat}")
     if report.llm_mode:
         t.add_row("LLM", f"{report.llm_model}, {report.llm_mode} mode")
         price = report.llm_price
@@ -80,8 +83,11 @@ def print_draft_report(report: DraftReport, out: Console = console) -> None:
         t.add_row("fell back to template", str(report.fallbacks))
         if report.llm_waiting:
             t.add_row("waiting for batch answers (not written yet)", str(report.llm_waiting))
-    t.add_row("time", f"{report.seconds:.1f} s")
+    processes = f" ({report.workers} processes)" if report.workers > 1 else ""
+    t.add_row("time", f"{report.seconds:.1f} s{processes}")
     out.print(t)
+    for note in ([report.rank_note] if report.rank_note else []) + report.notes:
+        out.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
 
 
 def print_batch_run(run: BatchRun, campaign: str, out: Console = console) -> None:
@@ -185,6 +191,11 @@ def draft(
     import_results: Annotated[Optional[Path], typer.Option(
         "--import-batch-results", help="Read a batch results JSONL (vLLM run-batch output "
                                        "or OpenAI output file), then draft.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, show_default="one per CPU",
+        help="Processes drafting template copy: worker processes render and check while "
+             "this one ranks and writes (1: everything in this process). Audiences under "
+             f"{MIN_PARALLEL_USERS:,} users use one process unless you give this.")] = None,
     dry: Annotated[bool, typer.Option("--dry-run", help="LLM: print prompts, the number of "
                                                          "requests and a token estimate; call "
                                                          "nothing (no endpoint needed).")] = False,
@@ -295,7 +306,7 @@ def draft(
             report = run.report
         else:
             report = draft_campaign(store, campaign, cfg, generator=generator, llm=llm,
-                                    **common)
+                                    workers=workers, **common)
     if as_json:
         print_json({"report": report, "batch": run if actions else None})
         return

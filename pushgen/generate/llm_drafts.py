@@ -35,7 +35,7 @@ _QUOTED_RE = re.compile(r"'([^']{2,80})'")
 
 @dataclass
 class Drafted:
-    """One draft ready for the store (``campaign._row`` turns it into a row)."""
+    """One draft ready for the store (``drafting_pool.draft_row`` turns it into a row)."""
 
     ctx: MessageContext
     message: Message

@@ -209,6 +209,12 @@ def _regenerate_actor() -> str:
     return name if re.fullmatch(r"[^\W_][\w .@+'-]{0,63}", name or "") else "pushgen"
 
 
+def _json(value: Any) -> str:
+    """A JSON column of a draft row: its value, or the value's ``dumps`` text already made
+    (drafting workers encode their rows themselves)."""
+    return value if isinstance(value, str) else dumps(value)
+
+
 def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bool = False,
                  actor: str | None = None) -> int:
     """Write drafts in one transaction; return how many rows were inserted or rewritten.
@@ -225,10 +231,10 @@ def write_drafts(db: Database, rows: Iterable[dict[str, Any]], *, regenerate: bo
     for r in rows:
         values.append((
             r["campaign_id"], r["user_id"], r["channel"], r.get("variant", 1), r["locale"],
-            dumps(r["content"]), dumps(r["items"]), r["generator"], r.get("template_name"),
+            _json(r["content"]), _json(r["items"]), r["generator"], r.get("template_name"),
             r.get("model"), r.get("prompt_hash"), r.get("tokens_prompt", 0),
-            r.get("tokens_completion", 0), dumps(r["checks"]), int(r["passed"]), r.get("flag"),
-            "draft", 1, now, now, dumps(r["llm_meta"]) if r.get("llm_meta") else None))
+            r.get("tokens_completion", 0), _json(r["checks"]), int(r["passed"]), r.get("flag"),
+            "draft", 1, now, now, _json(r["llm_meta"]) if r.get("llm_meta") else None))
     cols = ", ".join(_DRAFT_COLUMNS)
     marks = ", ".join("?" for _ in _DRAFT_COLUMNS)
     insert = f"INSERT OR IGNORE INTO drafts ({cols}) VALUES ({marks})"

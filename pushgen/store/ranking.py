@@ -57,7 +57,12 @@ def event_arrays(db: Database, user_ids: Sequence[int] | None = None
     SQLite parses the ISO timestamps (with their offsets) and the kinds become small integers
     in SQL, so a few million events load as numbers without a Python object per field.
     """
-    kinds = [r[0] for r in db.execute("SELECT DISTINCT kind FROM events ORDER BY kind")]
+    if user_ids is None:
+        kinds = [r[0] for r in db.execute("SELECT DISTINCT kind FROM events ORDER BY kind")]
+    else:  # only these users' kinds: a scan of every event per batch would grow with the shop
+        kinds = sorted({r[0] for c in _chunks(list(user_ids)) for r in db.execute(
+            f"SELECT DISTINCT kind FROM events WHERE user_id IN ({','.join('?' * len(c))})",
+            list(c))})
     case = "CASE kind " + " ".join("WHEN ? THEN %d" % i for i in range(len(kinds))) + \
         " ELSE -1 END" if kinds else "-1"
     sql = (f"SELECT user_id, item_id, {case}, value, CAST(strftime('%s', ts) AS INTEGER) "
