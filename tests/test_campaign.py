@@ -428,6 +428,18 @@ def test_rows_are_encoded_like_the_store(shop: Path) -> None:
     assert _encode(value) == dumps(value)
 
 
+def test_cached_check_encoding_is_the_stores_encoding() -> None:
+    from pushgen.drafting_pool import _encode_checks
+    from pushgen.messages import CheckResult
+    from pushgen.store import dumps
+
+    checks = [CheckResult("guard.emoji", True, "no emoji"),
+              CheckResult("sms.segments", False, "3 segments \"é\" 何", "warning")]
+    for _ in range(2):      # the second time from the cache
+        assert _encode_checks(checks) == dumps([c.to_dict() for c in checks])
+    assert _encode_checks([]) == dumps([])
+
+
 def test_parallel_run_stopped_by_ctrl_c_keeps_batches_and_stops_its_workers(
         twin_shops, monkeypatch: pytest.MonkeyPatch) -> None:
     import pushgen.campaign as campaign

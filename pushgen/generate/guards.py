@@ -735,17 +735,13 @@ class Guard:
         return node.get(None, [])
 
     @staticmethod
-    def _allowed(ctx: MessageContext, unsubscribe_url: str | None
-                 ) -> tuple[set[str], set[tuple[str, str, int | None]], str]:
-        """(exact canonical links, allowed (scheme, host, port) origins, the canonical head
-        of every unsubscribe link of the campaign)."""
+    def _allowed(ctx: MessageContext
+                 ) -> tuple[frozenset[str], frozenset[tuple[str, str, int | None]], str]:
+        """(exact canonical links of the items and the site, allowed (scheme, host, port)
+        origins, the canonical head of every unsubscribe link of the campaign)."""
         s = ctx.settings
-        exact, origins, unsub_head = _campaign_links(
-            s.site_url, s.deep_link, s.unsubscribe_url,
-            tuple((it.sku, it.url) for it in ctx.items))
-        if unsubscribe_url:
-            exact = exact | {canonical_url(unsubscribe_url)}
-        return exact, origins, unsub_head
+        return _campaign_links(s.site_url, s.deep_link, s.unsubscribe_url,
+                               tuple((it.sku, it.url) for it in ctx.items))
 
     def _links(self, read: _Reading, ctx: MessageContext, unsubscribe_url: str | None
                ) -> CheckResult:
@@ -753,12 +749,17 @@ class Guard:
         unsubscribe link; never a script, a mail/phone link, another host or a look-alike."""
         if not read.links:
             return _ok("guard.links", "no links")
-        exact, origins, unsub_head = self._allowed(ctx, unsubscribe_url)
+        exact, origins, unsub_head = self._allowed(ctx)
+        own_unsub = None    # the recipient's own link, read only when a link is not an item's
         named = None
         bad: list[str] = []
         for where, link in read.links:
             why = None
             if link.url in exact:
+                continue
+            if unsubscribe_url and own_unsub is None:
+                own_unsub = canonical_url(unsubscribe_url)
+            if link.url == own_unsub:
                 continue
             in_html = where.startswith("<")
             if link.kind == "relative":

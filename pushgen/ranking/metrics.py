@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import rankdata
 
 from ..errors import PushgenError
 from .topk import INVALID, topk_rows
@@ -104,6 +103,8 @@ def _block(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | No
     if not with_auc:
         return precision, recall, ndcg, np.full(len(precision), np.nan), top, n_pos
     # Mann-Whitney AUC over the candidate items (ties count half); excluded ones at the bottom.
+    from scipy.stats import rankdata   # here: importing scipy.stats costs drafting 2 s
+
     ranks = rankdata(np.where(excluded, -np.inf, q), axis=1)
     n_excl = excluded.sum(axis=1)
     n_neg = n_items - n_excl - n_pos
