@@ -15,17 +15,17 @@
    with the audience limited to --memory-users customers, and on the whole --users shop:
    peak MB of each, the ratio of the two shops (target: at most 1.2x) and of the two
    audiences of one shop (what the audience size alone adds).
-2. LLM path: --llm-drafts SMS drafts through the real openai client against the test
+3. LLM path: --llm-drafts SMS drafts through the real openai client against the test
    suite's fake Chat Completions server with --latency seconds per call at --concurrency,
    compared with the ideal n * latency / concurrency; then the same campaign is redrafted
    (--regenerate) and the number of HTTP calls counted (all must be cache hits).
 
-3. LLM copy blocks (the default LLM mode) on the same --users shop for email and SMS,
+4. LLM copy blocks (the default LLM mode) on the same --users shop for email and SMS,
    against the fake server (--latency per call, --concurrency): LLM calls per 1,000 drafts,
    drafts/s end to end, and the time spent waiting on calls against the ideal
    calls * latency / concurrency; every prompt the server received is searched for every
    customer's first name (there must be none).
-4. A batch round trip: --batch-users customers of the same shop drafted through the fake
+5. A batch round trip: --batch-users customers of the same shop drafted through the fake
    Files + Batches API (submit, the server finishes the batch, collect), with zero live
    calls; batch_ok=1 when every customer got an LLM draft.
 

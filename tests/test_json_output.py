@@ -68,3 +68,24 @@ def test_every_json_command_has_its_keys(runner, db_path: Path, tmp_path: Path) 
     exported = run_json(runner, "export", "push", "-c", "j", "--out", str(tmp_path / "o"), *db)
     assert {"path", "exported", "draft_ids", "send_window", "skipped_no_consent"} <= set(exported)
     assert exported["exported"] >= 1 and Path(exported["path"]).is_file()
+
+
+def test_import_and_train_print_their_report_as_json(runner, db_path: Path,
+                                                    tmp_path: Path) -> None:
+    db = ["--db", str(db_path)]
+    users = tmp_path / "new-users.csv"
+    users.write_text("external_id,name,locale,consent_email\nj-1,Ann,en-US,1\nj-2,Bo,en-US,0\n",
+                     encoding="utf-8")
+    imported = run_json(runner, "import", "users", str(users), *db)["report"]
+    assert imported["kind"] == "users" and imported["inserted"] == 2
+    assert {"rows", "updated", "unchanged", "rejected", "skipped", "seconds"} <= set(imported)
+
+    bad = tmp_path / "bad-users.csv"
+    bad.write_text("external_id,consent_sms\nj-3,maybe\n", encoding="utf-8")
+    result = runner.invoke(app, ["import", "users", str(bad), "--skip-invalid", "--json", *db])
+    assert result.exit_code == 1                # every row rejected: still an error
+    assert json.loads(result.stdout)["report"]["rejected"] == 1   # and still one document
+
+    model = run_json(runner, "train", "--epochs", "2", "--components", "8", *db)["model"]
+    assert {"id", "path", "n_users", "n_items", "metrics", "validation", "blend"} <= set(model)
+    assert Path(model["path"]).is_file() and model["n_users"] > 0

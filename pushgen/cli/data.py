@@ -181,7 +181,8 @@ def _run_import(kind: str, file: Path, db: Path, *, maps: list[str] | None,
                 sets: list[str] | None, date_formats: list[str] | None, delimiter: str | None,
                 decimal_comma: bool, nulls: list[str] | None, encoding: str, trim: bool,
                 sheet: str | None, skip_invalid: bool, rejects: Path | None,
-                preset: str | None = None, create_missing: bool = False) -> ImportReport:
+                preset: str | None = None, create_missing: bool = False,
+                as_json: bool = False) -> ImportReport:
     options = ImportOptions(
         mapping=parse_mapping(maps),
         constants=parse_pairs(sets, "--set", "COLUMN=VALUE (e.g. kind=purchase)"),
@@ -189,7 +190,7 @@ def _run_import(kind: str, file: Path, db: Path, *, maps: list[str] | None,
         decimal_comma=decimal_comma, nulls=tuple(nulls or ()), encoding=encoding, trim=trim,
         create_missing=create_missing, sheet=sheet)
     reject_path = (rejects or default_reject_path(file)) if skip_invalid else None
-    console = Console()
+    console = Console(stderr=as_json)       # --json: tables to stderr, the document to stdout
     store = open_store(db)
     with Progress(TextColumn(f"importing {kind}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console,
@@ -200,6 +201,8 @@ def _run_import(kind: str, file: Path, db: Path, *, maps: list[str] | None,
                              progress=lambda done, total: bar.update(task, completed=done,
                                                                      total=total))
     _print_report(console, report)
+    if as_json:
+        print_json({"report": report})
     failure = report.failure()
     if failure is not None:
         where = f"; rejected rows are in {report.reject_path}" if report.reject_path else ""
@@ -213,7 +216,8 @@ def import_users(file: FileArgument, map: MapOption = None, set: SetOption = Non
                  decimal_comma: DecimalCommaOption = False, null: NullOption = None,
                  encoding: EncodingOption = "utf-8", trim: TrimOption = True,
                  sheet: SheetOption = None, skip_invalid: SkipOption = False,
-                 rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
+                 rejects: RejectsOption = None, as_json: JsonOption = False,
+                 db: DbOption = DEFAULT_DB) -> None:
     """Import or update customers (key: external_id).
 
     Columns: external_id (required), name, email, phone, locale, timezone,
@@ -227,7 +231,8 @@ def import_users(file: FileArgument, map: MapOption = None, set: SetOption = Non
     """
     _run_import("users", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
-                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
+                as_json=as_json)
 
 
 @import_app.command("items")
@@ -236,7 +241,8 @@ def import_items(file: FileArgument, map: MapOption = None, set: SetOption = Non
                  decimal_comma: DecimalCommaOption = False, null: NullOption = None,
                  encoding: EncodingOption = "utf-8", trim: TrimOption = True,
                  sheet: SheetOption = None, skip_invalid: SkipOption = False,
-                 rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
+                 rejects: RejectsOption = None, as_json: JsonOption = False,
+                 db: DbOption = DEFAULT_DB) -> None:
     """Import or update the catalog (key: sku).
 
     Columns: sku and title (required), description, category, brand, price,
@@ -247,7 +253,8 @@ def import_items(file: FileArgument, map: MapOption = None, set: SetOption = Non
     """
     _run_import("items", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
-                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
+                as_json=as_json)
 
 
 @import_app.command("events")
@@ -264,7 +271,7 @@ def import_events(
                                      "are not in the store yet (ids only, no consent; "
                                      "presets always do).")] = False,
         skip_invalid: SkipOption = False, rejects: RejectsOption = None,
-        db: DbOption = DEFAULT_DB) -> None:
+        as_json: JsonOption = False, db: DbOption = DEFAULT_DB) -> None:
     """Import interactions (views, carts, purchases, returns...).
 
     Columns: user (external_id), item (sku), kind, ts (ISO 8601 date or
@@ -285,6 +292,7 @@ def import_events(
     _run_import("events", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
                 trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
+                as_json=as_json,
                 preset=preset, create_missing=create_missing)
 
 
@@ -294,7 +302,7 @@ def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOptio
                         null: NullOption = None, encoding: EncodingOption = "utf-8",
                         trim: TrimOption = True, sheet: SheetOption = None,
                         skip_invalid: SkipOption = False, rejects: RejectsOption = None,
-                        db: DbOption = DEFAULT_DB) -> None:
+                        as_json: JsonOption = False, db: DbOption = DEFAULT_DB) -> None:
     """Turn the sending platform's opt-out list into consent changes.
 
     Each row names a customer by external_id, email, phone or an unsubscribe
@@ -309,7 +317,8 @@ def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOptio
     """
     _run_import("unsubscribes", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=False, nulls=null, encoding=encoding,
-                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects)
+                trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
+                as_json=as_json)
 
 
 @import_app.command("outcomes")
@@ -318,7 +327,8 @@ def import_outcomes(file: FileArgument, map: MapOption = None, set: SetOption = 
                     decimal_comma: DecimalCommaOption = False, null: NullOption = None,
                     encoding: EncodingOption = "utf-8", trim: TrimOption = True,
                     sheet: SheetOption = None, skip_invalid: SkipOption = False,
-                    rejects: RejectsOption = None, db: DbOption = DEFAULT_DB) -> None:
+                    rejects: RejectsOption = None, as_json: JsonOption = False,
+                    db: DbOption = DEFAULT_DB) -> None:
     """Bring back what the sending platform reports about exported messages.
 
     Columns: draft_id (every export has it) or campaign + user (external id);
@@ -338,7 +348,7 @@ def import_outcomes(file: FileArgument, map: MapOption = None, set: SetOption = 
     _run_import("outcomes", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null,
                 encoding=encoding, trim=trim, sheet=sheet, skip_invalid=skip_invalid,
-                rejects=rejects)
+                rejects=rejects, as_json=as_json)
 
 
 def run_demo(db_path: Path, seed: int, n_users: int, n_items: int, console: Console, *,

@@ -29,9 +29,10 @@ def _progress(quiet: bool = False) -> Progress:
                     console=Console(stderr=True) if quiet else console, transient=quiet)
 
 
-def _warn(lines: list[str]) -> None:
+def _warn(lines: list[str], quiet: bool = False) -> None:
+    out = Console(stderr=True) if quiet else console     # --json keeps stdout for the document
     for line in lines:
-        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        out.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
 
 def _event_weights(pairs: list[str]) -> dict[str, float]:
@@ -120,7 +121,7 @@ def train_cmd(
     learning_rate: _Lr = 0.05, item_alpha: _IAlpha = 1e-6, user_alpha: _UAlpha = 1e-6,
     threads: _Threads = 2, user_feature: _UFeat = None, event_weight: _EW = None,
     half_life: _HL = None, rating_threshold: _RT = 4.0, holdout: _Holdout = 0.15,
-    meta_weight: _MW = 0.25, seed: _Seed = 42,
+    meta_weight: _MW = 0.25, seed: _Seed = 42, as_json: JsonOption = False,
 ) -> None:
     """Train the ranker on the store's events, check it on the latest days, save a new model.
 
@@ -139,8 +140,8 @@ def train_cmd(
                          half_life_days=half_life, rating_threshold=rating_threshold,
                          holdout=holdout, meta_weight=meta_weight, cold_meta_weight=meta_weight,
                          seed=seed)
-    _warn(check_params(store, params))
-    with _progress() as bar:
+    _warn(check_params(store, params), as_json)
+    with _progress(as_json) as bar:
         task = bar.add_task("training", total=params.epochs, note="")
 
         def on_epoch(done: int, total: int, metrics: dict[str, float]) -> None:
@@ -150,6 +151,9 @@ def train_cmd(
         record = train(store, params, progress=on_epoch,
                        on_stage=lambda what: bar.update(task, description=what, note=""))
         bar.update(task, description="trained", completed=bar.tasks[0].total)
+    if as_json:      # the model row: id, path, n_users, n_items, metrics, validation, blend
+        print_json({"model": record})
+        return
     print_validation(record.validation or {}, record.blend or {})
     console.print(f"wrote model [bold]{record.id}[/] to {record.path} ({record.n_users} users, "
                   f"{record.n_items} items with interactions, "
@@ -189,7 +193,7 @@ def evaluate_cmd(
     params = TrainParams(epochs=epochs, components=components, meta_weight=meta_weight,
                          cold_meta_weight=meta_weight, user_features=tuple(user_feature or ()),
                          holdout=holdout, seed=seed)
-    _warn(check_params(store, params))
+    _warn(check_params(store, params), as_json)
     with _progress(as_json) as bar:
         task = bar.add_task("evaluating", total=None, note="")
 
@@ -271,7 +275,7 @@ def rank_cmd(
         raise PushgenError(f"--repeat {repeat}: use one of {', '.join(REPEAT_MODES)}")
     if examples < 0:
         raise PushgenError(f"--examples must be 0 or more (got {examples})")
-    _warn(check_rules(store, rules, top_k))
+    _warn(check_rules(store, rules, top_k), as_json)
     n_users = len(rank_store.user_ids_all(store))
     with _progress(as_json) as bar:
         task = bar.add_task("ranking", total=n_users, note="")
