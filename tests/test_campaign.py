@@ -440,15 +440,21 @@ def test_cached_check_encoding_is_the_stores_encoding() -> None:
     assert _encode_checks([]) == dumps([])
 
 
-def test_parallel_run_stopped_by_ctrl_c_keeps_batches_and_stops_its_workers(
-        twin_shops, monkeypatch: pytest.MonkeyPatch) -> None:
+def _capture_pools(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The worker pools the next runs start, in a list the test can reach into."""
     import pushgen.campaign as campaign
 
-    one, two = twin_shops
-    pools = []
+    pools: list = []
     make_pool = campaign._template_pool
     monkeypatch.setattr(campaign, "_template_pool",
                         lambda *a: pools.append(make_pool(*a)) or pools[-1])
+    return pools
+
+
+def test_parallel_run_stopped_by_ctrl_c_keeps_batches_and_stops_its_workers(
+        twin_shops, monkeypatch: pytest.MonkeyPatch) -> None:
+    one, two = twin_shops
+    pools = _capture_pools(monkeypatch)
     db = open_store(two)
     batches = []
 
@@ -549,13 +555,8 @@ def test_parallel_run_killed_with_sigkill_resumes_without_loss_or_duplicates(twi
 
 def test_a_dead_worker_loses_nothing_the_others_draft_its_share(
         twin_shops, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pushgen.campaign as campaign
-
     one, two = twin_shops
-    pools = []
-    make_pool = campaign._template_pool
-    monkeypatch.setattr(campaign, "_template_pool",
-                        lambda *a: pools.append(make_pool(*a)) or pools[-1])
+    pools = _capture_pools(monkeypatch)
     db = open_store(two)
 
     def kill_worker(n: int) -> None:
