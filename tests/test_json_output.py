@@ -89,3 +89,30 @@ def test_import_and_train_print_their_report_as_json(runner, db_path: Path,
     model = run_json(runner, "train", "--epochs", "2", "--components", "8", *db)["model"]
     assert {"id", "path", "n_users", "n_items", "metrics", "validation", "blend"} <= set(model)
     assert Path(model["path"]).is_file() and model["n_users"] > 0
+
+
+def test_review_actions_and_forget_print_json(runner, db_path: Path) -> None:
+    db = ["--db", str(db_path)]
+    run_json(runner, "draft", "-c", "acts", "--channel", "sms", "--limit", "4", *db)
+    ids = [d["id"] for d in run_json(runner, "review", "list", "-c", "acts", *db)["drafts"]]
+
+    first = run_json(runner, "review", "approve", str(ids[0]), *db)
+    assert first["draft"]["status"] == "approved" and first["changed"] is True
+    again = run_json(runner, "review", "approve", str(ids[0]), *db)
+    assert again["changed"] is False and again["draft"]["version"] == first["draft"]["version"]
+    reopened = run_json(runner, "review", "reopen", str(ids[0]), *db)
+    assert reopened["draft"]["status"] == "draft"
+    rejected = run_json(runner, "review", "reject", str(ids[1]), "--reason", "tone", *db)
+    assert rejected["draft"]["status"] == "rejected"
+
+    edited = run_json(runner, "review", "edit", str(ids[2]), "--set", "text=Hi", *db)
+    assert edited["changed"] == ["text"] and edited["draft"]["passed"] is False
+    assert "guard.mentions_item" in {c["name"] for c in edited["blocking_checks"]}
+    assert "guard.mentions_item" in edited["new_failures"]
+
+    bulk = run_json(runner, "review", "approve", "--all-passing", "-c", "acts", *db)
+    assert bulk == {"campaign": "acts", "approved": 2, "waiting": 1}
+
+    user = run_json(runner, "review", "show", str(ids[3]), *db)["user"]
+    forgot = run_json(runner, "users", "forget", user, "--yes", *db)
+    assert forgot["counts"] and user not in json.dumps(forgot)

@@ -127,6 +127,11 @@ def _done(msg: str) -> None:
     console.print(f"[green]✓[/] {msg}")
 
 
+def _state(d: rv.DraftView) -> dict:
+    """A draft's review state for ``--json``: id, status, version, passed."""
+    return {"id": d.id, "status": d.status, "version": d.version, "passed": d.passed}
+
+
 # --- editing through $EDITOR --------------------------------------------------------------
 
 _MARK = "--- {} ---"
@@ -343,6 +348,7 @@ def approve_cmd(
     campaign: CampaignOpt = None,
     version: VersionOpt = None,
     actor: ActorOpt = None,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Approve a draft (refused while any check fails), or all passing drafts of a campaign.
@@ -356,6 +362,10 @@ def approve_cmd(
             raise PushgenError("--all-passing needs --campaign NAME and no draft id")
         n = rv.approve_all_passing(store, campaign, actor=actor)
         counts = rv.queue_counts(store, campaign)
+        if as_json:
+            print_json({"campaign": campaign, "approved": n,
+                        "waiting": counts.by_status["draft"]})
+            return
         _done(f"approved {n} draft(s) of campaign {campaign} that pass every check; "
               f"{counts.by_status['draft']} still waiting for review")
         return
@@ -363,6 +373,9 @@ def approve_cmd(
         raise PushgenError("give a draft id, or --all-passing --campaign NAME")
     before = rv.get_draft(store, draft_id)
     d = rv.approve(store, draft_id, actor=actor, expected_version=version)
+    if as_json:
+        print_json({"draft": _state(d), "changed": before.status != "approved"})
+        return
     if before.status == "approved":
         _done(f"draft {d.id} is already approved (version {d.version}); nothing changed")
         return
@@ -376,6 +389,7 @@ def reject_cmd(
                                         prompt="Reason")],
     version: VersionOpt = None,
     actor: ActorOpt = None,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Reject a draft with a reason; it will not be exported.
@@ -383,6 +397,9 @@ def reject_cmd(
     Example: pushgen review reject 12 --reason "wrong size advertised"
     """
     d = rv.reject(_open(db), draft_id, actor=actor, reason=reason, expected_version=version)
+    if as_json:
+        print_json({"draft": _state(d)})
+        return
     _done(f"rejected draft {d.id} (version {d.version}): {reason}")
 
 
@@ -392,6 +409,7 @@ def reopen_cmd(
     reason: Annotated[Optional[str], typer.Option("--reason", "-r", help="Why.")] = None,
     version: VersionOpt = None,
     actor: ActorOpt = None,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Put an approved or rejected draft back in the review queue.
@@ -399,6 +417,9 @@ def reopen_cmd(
     Example: pushgen review reopen 12 --reason "price changed"
     """
     d = rv.reopen(_open(db), draft_id, actor=actor, reason=reason, expected_version=version)
+    if as_json:
+        print_json({"draft": _state(d)})
+        return
     _done(f"reopened draft {d.id}: status draft (version {d.version})")
 
 
@@ -411,6 +432,7 @@ def edit_cmd(
     reason: Annotated[Optional[str], typer.Option("--reason", "-r", help="Why.")] = None,
     version: VersionOpt = None,
     actor: ActorOpt = None,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Edit a draft's copy; every check runs again on the new text.
@@ -429,6 +451,11 @@ def edit_cmd(
         result = _edit_in_editor(store, d, actor, reason)
         if result is None:
             return
+    if as_json:
+        print_json({"draft": _state(result.draft), "changed": result.changed,
+                    "blocking_checks": [c.to_dict() for c in result.draft.blocking_checks],
+                    "new_failures": [c.name for c in result.new_failures]})
+        return
     _print_edit(result)
 
 

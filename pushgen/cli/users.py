@@ -15,6 +15,7 @@ from ..errors import PushgenError
 from ..privacy import customer_data, forget_customer
 from ..store import open_store
 from .app import DEFAULT_DB, DbOption, app, sub_app
+from .output import JsonOption, print_json
 
 users = sub_app("Customers' rights: erase a customer on request, export what is held about one.")
 app.add_typer(users, name="users")
@@ -26,6 +27,7 @@ def forget_cmd(
     reason: Annotated[Optional[str], typer.Option(
         help="Why (kept with the erasure record; do not type personal data here).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Erase a customer on request (GDPR art. 17). Cannot be undone.
@@ -45,6 +47,9 @@ def forget_cmd(
         typer.confirm(f"Erase customer {external_id!r} from {db}? This cannot be undone",
                       abort=True)
     report = forget_customer(store, external_id, reason=reason)
+    if as_json:      # the counts only: no personal data, not even the external id
+        print_json({"user_id": report.user_id, "counts": report.counts, "notes": report.notes})
+        return
     changed = ", ".join(f"{t} {n:,}" for t, n in report.counts.items() if n)
     typer.echo(f"erased customer (internal id {report.user_id}): {changed}")
     for note in report.notes:
