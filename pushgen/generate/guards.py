@@ -578,31 +578,38 @@ def _quote(values: Iterable[str], limit: int = 3) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-@lru_cache(maxsize=4096)
-def _campaign_links(site_url: str, deep_link: str, unsubscribe_url: str,
-                    items: tuple[tuple[str, str | None], ...]
-                    ) -> tuple[frozenset[str], frozenset[tuple[str, str, int | None]], str]:
-    """What ``Guard._links`` allows for one campaign and set of items (cached: the same
-    items are recommended to many customers)."""
-    exact: set[str] = set()
-    origins: set[tuple[str, str, int | None]] = set()
+Origin = tuple[str, str, "int | None"]
 
-    def add_origin(url: str | None) -> None:
-        if url:
-            lk = parse_link(url)
-            if lk.kind == "url" and lk.scheme in ("http", "https") and lk.host:
-                scheme, host, port = lk.origin
-                origins.add((scheme, _host_key(host), port))
 
-    for sku, url in items:
-        exact.add(canonical_url(fill_deep_link(deep_link, sku)))
-        if url:
-            exact.add(canonical_url(url))
-            add_origin(url)
-    add_origin(site_url)
-    head = unsubscribe_url.split("{token}")[0]
-    add_origin(unsubscribe_url.replace("{token}", "t"))
-    return frozenset(exact), frozenset(origins), canonical_url(head)
+def _origin(url: str | None) -> Origin | None:
+    """(scheme, host key, port) of an http(s) link, else None."""
+    if url:
+        lk = parse_link(url)
+        if lk.kind == "url" and lk.scheme in ("http", "https") and lk.host:
+            scheme, host, port = lk.origin
+            return scheme, _host_key(host), port
+    return None
+
+
+@lru_cache(maxsize=256)
+def _campaign_links(site_url: str, unsubscribe_url: str
+                    ) -> tuple[frozenset[Origin], str]:
+    """The campaign's allowed origins (its site, its unsubscribe host) and the canonical
+    head of every unsubscribe link of the campaign."""
+    origins = {o for o in (_origin(site_url), _origin(unsubscribe_url.replace("{token}", "t")))
+               if o is not None}
+    return frozenset(origins), canonical_url(unsubscribe_url.split("{token}")[0])
+
+
+@lru_cache(maxsize=65536)
+def _item_links(deep_link: str, sku: str, url: str | None
+                ) -> tuple[tuple[str, ...], Origin | None]:
+    """One item's canonical links (its deep link, its page) and its page's origin (cached
+    per item: a whole campaign's combinations of items would not fit a cache)."""
+    exact = [canonical_url(fill_deep_link(deep_link, sku))]
+    if url:
+        exact.append(canonical_url(url))
+    return tuple(exact), _origin(url)
 
 
 class Guard:
@@ -737,11 +744,19 @@ class Guard:
     @staticmethod
     def _allowed(ctx: MessageContext
                  ) -> tuple[frozenset[str], frozenset[tuple[str, str, int | None]], str]:
-        """(exact canonical links of the items and the site, allowed (scheme, host, port)
-        origins, the canonical head of every unsubscribe link of the campaign)."""
+        """(the recommended items' canonical links: deep links and pages; the allowed
+        (scheme, host, port) origins; the canonical head of every unsubscribe link of the
+        campaign)."""
         s = ctx.settings
-        return _campaign_links(s.site_url, s.deep_link, s.unsubscribe_url,
-                               tuple((it.sku, it.url) for it in ctx.items))
+        origins, unsub_head = _campaign_links(s.site_url, s.unsubscribe_url)
+        exact: set[str] = set()
+        extra: set[Origin] = set()
+        for it in ctx.items:
+            links, origin = _item_links(s.deep_link, it.sku, it.url)
+            exact.update(links)
+            if origin is not None:
+                extra.add(origin)
+        return frozenset(exact), origins | extra, unsub_head
 
     def _links(self, read: _Reading, ctx: MessageContext, unsubscribe_url: str | None
                ) -> CheckResult:

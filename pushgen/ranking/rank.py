@@ -506,8 +506,20 @@ def recommend(ranker: Ranker, user_ids: Sequence[int], k: int = 5,
 
 def recommendations_for(db: Database, campaign_id: int,
                         user_ids: Sequence[int]) -> dict[int, list[ItemFacts]]:
-    """Stored recommendations per user (best first) with score and reason filled."""
+    """Stored recommendations per user (best first) with score and reason filled.
+
+    An item's facts are read once per call and shared by every customer it is recommended
+    to (the same strings, the same attributes dict: read-only), as are equal reasons: less
+    work here, and a batch of contexts pickles each description once."""
     out: dict[int, list[ItemFacts]] = {}
+    bases: dict[int, ItemFacts] = {}
+    reasons: dict[str, str] = {}
     for row in store.recommendation_rows(db, campaign_id, user_ids):
-        out.setdefault(row["user_id"], []).append(item_facts(row, row["score"], row["reason"]))
+        b = bases.get(row["item_id"])
+        if b is None:
+            b = bases[row["item_id"]] = item_facts(row)
+        reason = reasons.setdefault(row["reason"], row["reason"])
+        out.setdefault(row["user_id"], []).append(ItemFacts(
+            b.sku, b.title, b.price, b.currency, b.sale_price, b.category, b.brand,
+            b.description, b.url, b.image_url, float(row["score"]), reason, b.attributes))
     return out
