@@ -11,7 +11,6 @@ import datetime as dt
 import io
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,38 +20,23 @@ from pushgen import export as ex
 from pushgen import review as rv
 from pushgen.campaign import draft_campaign
 from pushgen.config import ABSettings, load_campaign_config
-from pushgen.demo import build_demo_shop
 from pushgen.errors import InputError, PushgenError
-from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
+
+from _shop import build_shop, copy_shop
+from _shop import rows as _rows
 
 DAY = (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=2)).isoformat()
 
 
 @pytest.fixture(scope="module")
 def trained_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("abshop")
-    db = open_store(folder / "shop.db")
-    build_demo_shop(db, seed=5, n_users=300, n_items=80, n_events=6000)
-    train(db, TrainParams(epochs=5, components=16))
-    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return folder
+    return build_shop(tmp_path_factory.mktemp("abshop"), seed=5)
 
 
 @pytest.fixture
 def shop(trained_shop: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "shop"
-    shutil.copytree(trained_shop, dest)
-    return dest / "shop.db"
-
-
-def _rows(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    con = sqlite3.connect(path)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
+    return copy_shop(trained_shop, tmp_path)
 
 
 def _cfg(name: str, channel: str, **ab):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,32 +17,18 @@ from pushgen.demo import build_demo_shop
 from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
+from _shop import build_shop, copy_shop
+from _shop import rows as _rows
+
 
 @pytest.fixture(scope="module")
 def trained_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300-user demo shop with a trained model, built once and copied per test."""
-    folder = tmp_path_factory.mktemp("shop")
-    db = open_store(folder / "shop.db")
-    build_demo_shop(db, seed=3, n_users=300, n_items=80, n_events=6000)
-    train(db, TrainParams(epochs=5, components=16))
-    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return folder
+    return build_shop(tmp_path_factory.mktemp("shop"))
 
 
 @pytest.fixture
 def shop(trained_shop: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "shop"
-    shutil.copytree(trained_shop, dest)
-    return dest / "shop.db"
-
-
-def _rows(db_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    con = sqlite3.connect(db_path)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
+    return copy_shop(trained_shop, tmp_path)
 
 
 def _cfg(name: str, channel: str, **audience):

@@ -7,7 +7,6 @@ real openai client against the local fake server), reviews and exports it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,29 +17,21 @@ from pushgen import export as ex
 from pushgen import review as rv
 from pushgen.campaign import LLMOptions, draft_campaign
 from pushgen.config import load_campaign_config
-from pushgen.demo import build_demo_shop
-from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 from _signing_helpers import OWN_SENDER
+from _shop import build_shop, copy_shop
 
 
 @pytest.fixture(scope="module")
 def tiny_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny")
-    db = open_store(folder / "shop.db")
-    build_demo_shop(db, seed=5, n_users=60, n_items=40, n_events=1500)
-    train(db, TrainParams(epochs=2, components=8))
-    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return folder
+    return build_shop(tmp_path_factory.mktemp("tiny"), seed=5, users=60, items=40, events=1500,
+                      epochs=2, components=8)
 
 
 @pytest.fixture
 def db(tiny_shop: Path, tmp_path: Path):
-    dest = tmp_path / "shop"
-    shutil.copytree(tiny_shop, dest)
-    return open_store(dest / "shop.db")
+    return open_store(copy_shop(tiny_shop, tmp_path))
 
 
 def _cfg(name: str, channel: str, limit: int):

@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from pushgen.cli import app
-from pushgen.demo import build_demo_shop
-from pushgen.ranking import TrainParams, train
-from pushgen.store import open_store
+
+from _shop import build_shop, copy_shop
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("json")
-    db = open_store(folder / "shop.db")
-    build_demo_shop(db, seed=4, n_users=120, n_items=40, n_events=3000)
-    train(db, TrainParams(epochs=2, components=8))
-    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return folder
+    return build_shop(tmp_path_factory.mktemp("json"), seed=4, users=120, items=40, events=3000,
+                      epochs=2, components=8)
 
 
 @pytest.fixture
 def db_path(trained: Path, tmp_path: Path) -> Path:
-    shutil.copytree(trained, tmp_path / "shop")
-    return tmp_path / "shop" / "shop.db"
+    return copy_shop(trained, tmp_path)
 
 
 def run_json(runner, *args: str) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import fake_openai as fake
-from _llm_shop import build_shop, copy_shop, drafts, rows
+from _shop import build_shop, copy_shop, drafts, rows
 from fake_openai import FakeOpenAI, completion
 from pushgen.cli import app
 from pushgen.store import open_store

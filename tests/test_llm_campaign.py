@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import fake_openai as fake
-from _llm_shop import build_shop, config, copy_shop, drafts, rows
+from _shop import build_shop, config, copy_shop, drafts, rows
 from fake_openai import PLACEHOLDER, FakeOpenAI, all_text
 from pushgen.campaign import LLMOptions, draft_campaign
 from pushgen.channels import deep_link_for, opt_out_line

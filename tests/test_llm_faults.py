@@ -5,7 +5,6 @@ on 127.0.0.1, as a user would meet the fault."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -16,27 +15,20 @@ from fake_openai import FakeOpenAI
 from pushgen.campaign import LLMOptions, draft_campaign
 from pushgen.cli import app
 from pushgen.config import load_campaign_config
-from pushgen.demo import build_demo_shop
-from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
+
+from _shop import build_shop, copy_shop
 
 
 @pytest.fixture(scope="module")
 def small_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("faults")
-    db = open_store(folder / "shop.db")
-    build_demo_shop(db, seed=7, n_users=80, n_items=40, n_events=2000)
-    train(db, TrainParams(epochs=3, components=8))
-    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.conn.close()
-    return folder
+    return build_shop(tmp_path_factory.mktemp("faults"), seed=7, users=80, items=40, events=2000,
+                      epochs=3, components=8)
 
 
 @pytest.fixture
 def shop(small_shop: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "shop"
-    shutil.copytree(small_shop, dest)
-    return dest / "shop.db"
+    return copy_shop(small_shop, tmp_path)
 
 
 def _count(db_path: Path, sql: str) -> int:

@@ -1,4 +1,5 @@
-"""A small trained demo shop for the LLM drafting tests (built once per test module)."""
+"""Small trained demo shops for the tests (built once per test module, copied per test), and
+readers of what a test wrote."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pushgen.ranking import TrainParams, train
 from pushgen.store import open_store
 
 
-def build_shop(folder: Path, *, users: int = 300, items: int = 80) -> Path:
+def build_shop(folder: Path, *, users: int = 300, items: int = 80, seed: int = 3,
+               events: int | None = None, epochs: int = 5, components: int = 16) -> Path:
+    """``folder``/shop.db: a demo shop (``events`` default: 20 per user) with a trained model."""
     db = open_store(folder / "shop.db")
-    build_demo_shop(db, seed=3, n_users=users, n_items=items, n_events=users * 20)
-    train(db, TrainParams(epochs=5, components=16, threads=1))   # one thread: reproducible
+    build_demo_shop(db, seed=seed, n_users=users, n_items=items,
+                    n_events=users * 20 if events is None else events)
+    train(db, TrainParams(epochs=epochs, components=components, threads=1))  # reproducible
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()
     return folder
