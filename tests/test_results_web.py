@@ -3,12 +3,7 @@ in headless Chromium against `pushgen review serve` with a screenshot."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +12,7 @@ from pushgen.results.report import campaign_results
 from pushgen.web.server import create_app
 
 from test_results_report import planted  # noqa: F401  (the planted campaign fixture)
-from test_web import CHROMIUM, CHROMIUM_ARGS, _free_port
+from test_web import CHROMIUM, CHROMIUM_ARGS, browser_api, serving
 
 TOKEN = "results-token-0123456789"
 
@@ -63,45 +58,12 @@ def test_results_tab_escapes_labels_and_needs_the_token_when_remote(planted, db_
 
 @pytest.fixture
 def served(planted, db_path):  # noqa: F811
-    port = _free_port()
-    cmd = [sys.executable, "-m", "pushgen", "review", "serve", "--db", str(db_path),
-           "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = None
-    deadline = time.monotonic() + 20
-    try:
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            m = re.search(r"Open: (http://\S+)", line or "")
-            if m:
-                url = m.group(1)
-                break
-            if not line:
-                break
-        if url is None:
-            proc.kill()
-            pytest.fail(f"review serve did not start: {proc.stderr.read()}")
+    with serving(db_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_results_tab_in_chromium(served, planted, tmp_path):  # noqa: F811
-    required = os.environ.get("PUSHGEN_REQUIRE_BROWSER") == "1"
-    try:
-        import playwright.sync_api as playwright
-    except ImportError:
-        if required:
-            raise
-        pytest.skip("playwright not installed: pip install '.[test]'")
-    if not Path(CHROMIUM).exists():
-        if required:
-            pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium")
-        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    playwright = browser_api()
     base = served.split("/?")[0]
     res = campaign_results(planted, "xmas")
     v1, v2 = res.groups["variant"]

@@ -3,12 +3,14 @@ end-to-end run in headless Chromium against a real `pushgen review serve` proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -197,13 +199,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(db, db_path):
+@contextlib.contextmanager
+def serving(db_path: Path, **env: str) -> Iterator[str]:
+    """``pushgen review serve`` on a free port in a real process; yields the link it prints."""
     port = _free_port()
     cmd = [sys.executable, "-c", "from pushgen.cli import main; main()", "review", "serve",
            "--db", str(db_path), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "USER": "browser-tester"})
+                            env={**os.environ, **env})
     url = None
     deadline = time.monotonic() + 20
     try:
@@ -228,8 +231,9 @@ def served(db, db_path):
             proc.kill()
 
 
-def test_browser_review_flow(served, db, tmp_path):
-    # CI sets PUSHGEN_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping.
+def browser_api():
+    """``playwright.sync_api`` with Chromium present; else skip (CI sets
+    PUSHGEN_REQUIRE_BROWSER=1 so a missing browser fails instead of skipping)."""
     required = os.environ.get("PUSHGEN_REQUIRE_BROWSER") == "1"
     try:
         import playwright.sync_api as playwright
@@ -241,6 +245,17 @@ def test_browser_review_flow(served, db, tmp_path):
         if required:
             pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium")
         pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    return playwright
+
+
+@pytest.fixture
+def served(db, db_path):
+    with serving(db_path, USER="browser-tester") as url:
+        yield url
+
+
+def test_browser_review_flow(served, db, tmp_path):
+    playwright = browser_api()
     base = served.split("/?")[0]
     a, b = draft_id(db, "spring", 1), draft_id(db, "spring", 2)
     # an email whose preview holds a remote image (a tracking pixel on another local port)
