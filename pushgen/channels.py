@@ -852,6 +852,26 @@ def _check_control_chars(message: Message) -> CheckResult:
                                         "characters")
 
 
+# A tag, a closing tag, a comment or a processing instruction: '<b>', '</p>', '<!--', '<?'.
+_MARKUP_RE = re.compile(r"<\s*[A-Za-z/!?]")
+
+
+def _check_markup(message: Message) -> CheckResult:
+    """Plain-text fields (everything but an email's ``html``) hold no markup: an SMS or a push
+    shows '<script>' to the customer as it is, and some apps render it."""
+    problems = []
+    for fld, value in message.fields.items():
+        if message.channel == "email" and fld == "html":
+            continue
+        m = _MARKUP_RE.search(value or "")
+        if m:
+            problems.append(f"{fld} has {value[m.start():m.start() + 24]!r}")
+    if problems:
+        return _fail("message.markup", "; ".join(problems[:3]) + ": plain-text fields cannot "
+                     "hold HTML or other markup")
+    return _ok("message.markup", "no markup in plain-text fields")
+
+
 def check_message(message: Message, settings: CampaignSettings, *, locale: str = "en-US",
                   unsubscribe_url: str | None = None) -> list[CheckResult]:
     """Every channel rule as a named check, passing ones included (ok=True).
@@ -867,7 +887,7 @@ def check_message(message: Message, settings: CampaignSettings, *, locale: str =
     checks = [_ok("message.fields", f"{channel} fields: {', '.join(CHANNEL_FIELDS[channel])}")
               if not unknown else
               _fail("message.fields", f"unexpected {channel} field(s): {', '.join(unknown)}")]
-    checks.append(_check_control_chars(message))
+    checks += [_check_control_chars(message), _check_markup(message)]
     if channel in ("sms", "email"):
         checks.append(_check_demo_sender(settings, channel))
     if channel == "sms":

@@ -387,6 +387,30 @@ def test_control_char_helpers():
     assert clean_value("Emoji 👩\u200d💻 stays") == "Emoji 👩\u200d💻 stays"
 
 
+@pytest.mark.parametrize("channel,fields,bad", [
+    ("sms", {"text": f"Deal now <script>alert(1)</script>\n{STOP}"}, "text"),
+    ("push", {"title": "Hi", "body": "Sale <img src=x onerror=alert(1)>", "deep_link": "x"},
+     "body"),
+    ("push", {"title": "<!-- hidden --> Hi", "body": "Sale", "deep_link": "x"}, "title"),
+    ("email", {"subject": "</b>Sale", "preheader": "", "text": "t", "html": "<p>ok</p>"},
+     "subject"),
+])
+def test_markup_in_plain_text_fields_fails(channel, fields, bad):
+    checks = by_name(check_message(Message(channel, fields),
+                                   CampaignSettings(name="c", channel=channel)))
+    assert not checks["message.markup"].ok and f"{bad} has" in checks["message.markup"].message
+
+
+def test_plain_text_with_angle_brackets_and_email_html_pass():
+    sms = by_name(check_message(Message("sms", {"text": f"We <3 you, 2<5 days left\n{STOP}"}),
+                                CampaignSettings(name="c", channel="sms")))
+    assert sms["message.markup"].ok
+    email = by_name(check_message(Message("email", {"subject": "Hi", "preheader": "",
+                                                    "text": "t", "html": "<p>ok</p>"}),
+                                  CampaignSettings(name="c", channel="email")))
+    assert email["message.markup"].ok
+
+
 # --- links: one reader, one way to build them (findings 2 and 7) ------------------------------
 
 
