@@ -51,13 +51,16 @@ def was_erased(db: Database, external_id: str) -> bool:
     return store.is_erased(db, erased_id_hash(db, external_id))
 
 
-def identifying_strings(user: dict[str, Any]) -> list[str]:
-    """Strings that identify the customer in free text: id, name and its parts, email, phone."""
+def identifying_strings(user: dict[str, Any], *, name_parts: bool = True) -> list[str]:
+    """Strings that identify the customer in free text: id, name, email, phone, and with
+    ``name_parts`` each part of the name (a per-customer prompt holds only the first name:
+    erasure removes every cache entry with it; an access request gets only entries with the
+    whole name, id, email or phone, never another Ann's)."""
     out: list[str] = [str(user["external_id"])]
     name = (user.get("name") or "").strip()
     if name:
         out.append(name)
-        for part in re.split(r"[\s,]+", name):
+        for part in re.split(r"[\s,]+", name) if name_parts else ():
             if len(part) >= 3 or (_CJK.search(part) and len(part) >= 2):
                 out.append(part)
     for key in ("email", "phone"):
@@ -83,7 +86,7 @@ def _user(db: Database, external_id: str) -> dict[str, Any]:
 def customer_data(db: Database, external_id: str) -> dict[str, Any]:
     """Everything the database holds about one customer (GDPR art. 15), as plain data."""
     user = _user(db, external_id)
-    rows = store.customer_rows(db, user["id"], identifying_strings(user))
+    rows = store.customer_rows(db, user["id"], identifying_strings(user, name_parts=False))
     user = dict(user)
     user["attributes"] = loads(user.get("attributes"), {})
     return {"customer": user, **rows, "exported_at": now_iso()}

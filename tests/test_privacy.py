@@ -97,3 +97,19 @@ def test_cli_forget_and_export_data(tmp_path, runner):
     again = runner.invoke(app, ["users", "forget", "u-ana", "--yes", "--db", path])
     assert again.exit_code == 1 and "no customer" in again.output
     assert "Traceback" not in again.output
+
+
+def test_only_whole_words_name_a_customer_and_access_needs_more_than_a_first_name(tmp_path):
+    db = shop(tmp_path)
+    put = lambda key, text: llm_cache.put(db, key, model="m",  # noqa: E731
+                                          request={"messages": [{"content": text}]},
+                                          content='{"text": "hello"}')
+    put("k-full", "Write to Ana Lima")
+    put("k-someone", "Hi Anastasia Limaville (u-ana2), anastasia@example.com.au")
+    # an access request gets what names this customer, not every 'Ana' nor 'Anastasia'
+    assert sorted(c["key"] for c in customer_data(db, "u-ana")["llm_cache"]) == ["k-full"]
+    report = forget_customer(db, "u-ana")
+    # erasure also drops answers written for any 'Ana' (the first name is all a prompt has)
+    assert report.counts["llm_cache"] == 2 and llm_cache.get(db, "k-other") is None
+    assert llm_cache.get(db, "k-full") is None
+    assert llm_cache.get(db, "k-someone") is not None      # another customer's stays

@@ -9,6 +9,7 @@ prompt or answer contains any of the customer's identifying strings are deleted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,22 +65,40 @@ def customer_rows(db: Database, user_id: int, needles: Sequence[str]) -> dict[st
         for key in ("before", "after"):
             e[key] = loads(e[key], None)
     out["review_events"] = events
-    out["llm_cache"] = _dicts(
-        db, f"SELECT key, model, request, response, created_at FROM llm_cache WHERE "
-            f"{_needle_where(needles)}", _needle_params(needles))
+    out["llm_cache"] = _rows_naming(db, "llm_cache",
+                                    ("key", "model", "request", "response", "created_at"),
+                                    ("request", "response"), needles)
     for row in out["llm_cache"]:
         row["request"] = loads(row["request"], None)
     return out
 
 
-def _needle_where(needles: Sequence[str]) -> str:
-    if not needles:
-        return "0"
-    return " OR ".join("instr(request, ?) > 0 OR instr(response, ?) > 0" for _ in needles)
+def _naming(needles: Sequence[str]) -> re.Pattern[str] | None:
+    """Any of ``needles`` as a whole word: 'U1' is not inside 'U10', 'Lee' not inside
+    'Fleet' (a side that is not a Latin letter or digit, e.g. a Chinese name, has no
+    boundary to respect)."""
+    parts = []
+    for n in sorted(set(filter(None, needles)), key=len, reverse=True):
+        pat = re.escape(n)
+        if re.match(r"[A-Za-z0-9_]", n):
+            pat = r"(?<![A-Za-z0-9_])" + pat
+        if re.search(r"[A-Za-z0-9_]$", n):
+            pat += r"(?![A-Za-z0-9_])"
+        parts.append(pat)
+    return re.compile("|".join(parts)) if parts else None
 
 
-def _needle_params(needles: Sequence[str]) -> list[str]:
-    return [n for n in needles for _ in (0, 1)]
+def _rows_naming(db: Database, table: str, columns: Sequence[str], text: Sequence[str],
+                 needles: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of ``table`` (``columns``) whose ``text`` columns name the customer: found with
+    ``instr`` in SQL, then kept only where a needle stands as a whole word."""
+    pattern = _naming(needles)
+    if pattern is None:
+        return []
+    where = " OR ".join(f"instr([{c}], ?) > 0" for c in text for _ in needles)
+    rows = _dicts(db, f"SELECT {', '.join(columns)} FROM [{table}] WHERE {where}",
+                  [n for c in text for n in needles])
+    return [r for r in rows if any(pattern.search(r[c] or "") for c in text)]
 
 
 def erase_customer(db: Database, user_id: int, *, needles: Sequence[str],
@@ -106,13 +125,16 @@ def erase_customer(db: Database, user_id: int, *, needles: Sequence[str],
                 "status = CASE status WHEN 'exported' THEN 'exported' ELSE 'erased' END "
                 "WHERE id = ?", [dumps(content), now, draft_id])
         counts["drafts"] = len(tombstones)
-        counts["llm_cache"] = db.execute(
-            f"DELETE FROM llm_cache WHERE {_needle_where(needles)}",
-            _needle_params(needles)).rowcount
+        cached = _rows_naming(db, "llm_cache", ("key", "request", "response"),
+                              ("request", "response"), needles)
+        db.conn.executemany("DELETE FROM llm_cache WHERE key = ?", [[r["key"]] for r in cached])
+        counts["llm_cache"] = len(cached)
         if "llm_batch_requests" in have:   # per-user batch prompts name the customer
-            where = " OR ".join("instr(request, ?) > 0" for _ in needles) or "0"
-            counts["llm_batch_requests"] = db.execute(
-                f"DELETE FROM llm_batch_requests WHERE {where}", list(needles)).rowcount
+            queued = _rows_naming(db, "llm_batch_requests", ("batch", "custom_id", "request"),
+                                  ("request",), needles)
+            db.conn.executemany("DELETE FROM llm_batch_requests WHERE batch = ? AND "
+                                "custom_id = ?", [[r["batch"], r["custom_id"]] for r in queued])
+            counts["llm_batch_requests"] = len(queued)
         db.execute(
             "UPDATE users SET external_id = 'erased-' || id, name = NULL, email = NULL, "
             "phone = NULL, timezone = NULL, push_token = NULL, attributes = '{}', "
