@@ -394,13 +394,20 @@ def _write_jsonl(fh: TextIO, channel: str, records: list[dict[str, Any]],
         fh.write(json.dumps(line, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+# SMTP line ends, but header lines up to RFC 5322's 998 characters: with the default 78 the
+# email library folds a long List-Unsubscribe (a signed link is ~150 characters) into RFC 2047
+# encoded words, which mail clients do not decode in that header (one-click unsubscribe
+# breaks). Non-ASCII values are still encoded.
+_EML_POLICY = policy.SMTP.clone(max_line_length=998)
+
+
 def build_eml(msg: _Outgoing, settings: CampaignSettings, *, date: _dt.datetime) -> bytes:
     """One RFC 5322 message: multipart/alternative (text/plain, then text/html), UTF-8,
     with one-click List-Unsubscribe (RFC 8058). Every header value is one line (control
     characters become spaces) and non-ASCII is RFC 2047-encoded by the email library."""
     unsubscribe = msg.unsubscribe_url
     domain = settings.sender_email.rpartition("@")[2] or "pushgen.local"
-    em = EmailMessage(policy=policy.SMTP)
+    em = EmailMessage(policy=_EML_POLICY)
     em["From"] = _from_header(settings)
     em["To"] = Address(display_name=one_line(msg.recipient.name or ""),
                        addr_spec=msg.email or "")

@@ -101,6 +101,8 @@ def test_eml_is_multipart_alternative_with_one_click_unsubscribe(db, tmp_path):
     assert msg["List-Unsubscribe"] == (f"<{unsub}>, "
                                        "<mailto:news@acme.example?subject=unsubscribe%20u-wang>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # in the file itself, one plain line a mail client reads (no RFC 2047 encoded words)
+    assert f"\r\nList-Unsubscribe: <{unsub}>, <mailto:".encode() in raw
     plain, html = list(msg.iter_parts())
     assert plain.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
     assert plain.get_content_charset() == html.get_content_charset() == "utf-8"
