@@ -120,7 +120,12 @@ def parse_send_window(text: str, tz: ZoneInfo) -> SendWindow:
             raise PushgenError(f"send_window {text!r}: use START/END in ISO 8601 or a day "
                                "(2026-12-01)") from None
         start = _dt.datetime.combine(day, _dt.time(0), tz)
-        end = start + _dt.timedelta(days=1)
+        try:
+            end = start + _dt.timedelta(days=1)
+        except OverflowError:
+            end = start     # refused just below
+    if start.year >= 9999 or end.year >= 9999:   # later arithmetic would overflow
+        raise PushgenError(f"send_window {text!r}: the year is out of range")
     if end <= start:
         raise PushgenError(f"send_window {text!r}: the end must be after the start")
     if end - start > _dt.timedelta(days=31):

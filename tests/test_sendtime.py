@@ -108,3 +108,9 @@ def test_no_send_time_falls_in_quiet_hours_or_outside_the_window(tz, hours, star
     p = plans[1]
     assert window.start <= p.send_at < window.end
     assert not q.contains(p.send_at.astimezone(ZoneInfo(tz)))
+
+
+@pytest.mark.parametrize("text", ["9999-12-31", "9999-12-30T00:00/9999-12-31T00:00"])
+def test_send_window_at_the_end_of_time_is_one_line_not_an_overflow(text):
+    with pytest.raises(PushgenError, match="year is out of range"):
+        parse_send_window(text, ZoneInfo("Pacific/Kiritimati"))

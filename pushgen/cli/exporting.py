@@ -233,6 +233,10 @@ def export_push(
     timezone: TimezoneOpt = None,
     min_events: MinEventsOpt = None,
     send_at: SendAtOpt = None,
+    allow_demo_sender: Annotated[bool, typer.Option(
+        "--allow-demo-sender", hidden=True,
+        help="Accepted so one command line serves every channel: a push has no sender."
+    )] = False,
     actor: ActorOpt = None,
     as_json: JsonOption = False,
     db: DbOption = DEFAULT_DB,
