@@ -228,18 +228,13 @@ class _BatchRanking:
 
     def __call__(self, batch: list[int]) -> bool:
         """Rank ``batch``; False when none of its users has an eligible item."""
-        from .ranking.rules import no_items_message
+        from .ranking.rules import NoEligibleItems
 
         try:
             with self._blas:
                 summary = _rank(self.db, self.name, self.config, batch, self.variants,
                                 self.ranker)
-        except PushgenError as exc:
-            rules, _ = self.config.rank_rules(self.variants)
-            empty = no_items_message(self.name, rules, self.ranker.repeat_mode(rules),
-                                     len(self.ranker.catalog.items), ranked=True)
-            if str(exc) != empty:
-                raise
+        except NoEligibleItems as exc:
             self.empty_error = self.empty_error or exc
             return False     # nothing was written for these users: none of them is drafted
         self.ranked_any = True
@@ -268,17 +263,17 @@ def _random_pool(db: Database, config: CampaignConfig) -> list[ItemFacts]:
 
 
 def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: list[int],
-              split: Split, skip: dict[int, set[int]],
-              pool: Callable[[], list[ItemFacts]] | None = None
-              ) -> tuple[list[MessageContext], int]:
+              split: Split, pool: Callable[[], list[ItemFacts]] | None = None,
+              secret: bytes | None = None) -> tuple[list[MessageContext], int]:
     """Message contexts for one batch: each customer's own variant only. A "ranked" variant
     v leads with the v-th recommendation; a "random" one shows random eligible items
-    (``pool()``, the same for every customer, drawn reproducibly per customer)."""
+    (``pool()``, the same for every customer, drawn reproducibly per customer). ``secret``:
+    the shop's (``signing.shop_secret``), read once per run by the caller."""
     from .ranking import recommendations_for
 
     recs = recommendations_for(db, campaign_id, user_ids)
     people = store.recipients(db, user_ids)
-    secret = shop_secret(db)
+    secret = secret if secret is not None else shop_secret(db)
     k = config.settings.items_per_message
     name = config.settings.name
     out: list[MessageContext] = []
@@ -289,8 +284,6 @@ def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: 
             no_items += 1
             continue
         v = split.assigned.get(uid, 1)
-        if v in skip.get(uid, set()):
-            continue
         person = people[uid]
         if split.pick(v) == "random":
             if pool is None:
@@ -474,7 +467,7 @@ def draft_campaign(
         batch_size = TEMPLATE_BATCH if llm_run is None else LLM_BATCH
     n_workers = 1 if llm_run is not None else plan_workers(workers, len(user_ids), batch_size)
     pool = _template_pool(db, n_workers, template_dirs) if n_workers > 1 else None
-    random_pool = _Pool(db, config)
+    random_pool, secret = _Pool(db, config), shop_secret(db)
     report.workers = n_workers if pool is not None else 1
 
     def commit(rows: list[dict], users: int) -> None:
@@ -496,9 +489,8 @@ def draft_campaign(
             if ranking(batch):
                 if llm_run is not None and llm_run.run_id is None:
                     llm_run.start(campaign_id)
-                skip = {} if regenerate else store.existing_variants(db, campaign_id, batch)
-                contexts, no_items = _contexts(db, campaign_id, config, batch, split, skip,
-                                               random_pool)
+                contexts, no_items = _contexts(db, campaign_id, config, batch, split,
+                                               random_pool, secret)
                 report.no_items += no_items
                 forbidden = store.contact_values(db, batch)
             else:
@@ -568,12 +560,12 @@ def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
     ranking = _BatchRanking(db, name, config, split.variants)
     requests: dict[str, Any] = {}
     drafts = 0
-    random_pool = _Pool(db, config)
+    random_pool, secret = _Pool(db, config), shop_secret(db)
     for start in range(0, len(user_ids_ranked), batch_size):
         batch = user_ids_ranked[start:start + batch_size]
         if not ranking(batch):
             continue
-        contexts, _ = _contexts(db, campaign_id, config, batch, split, {}, random_pool)
+        contexts, _ = _contexts(db, campaign_id, config, batch, split, random_pool, secret)
         drafts += len(contexts)
         for ctx in contexts:
             for slot in planner.slots(ctx):

@@ -385,7 +385,7 @@ def test_worker_drafts_rows_equal_to_this_process(shop: Path) -> None:
         expected = []
         for i, batch in enumerate(batches):
             assert ranking(batch)
-            contexts, _ = _contexts(db, campaign_id, cfg, batch, split, {})
+            contexts, _ = _contexts(db, campaign_id, cfg, batch, split)
             forbidden = draft_store.contact_values(db, batch)
             expected.append(template_rows(campaign_id, contexts, check, forbidden, None))
             pool.submit(campaign_id, contexts, forbidden, tag=i)

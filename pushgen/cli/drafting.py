@@ -285,8 +285,9 @@ def draft(
                                     expand=False))
         cost = (f"; estimated cost {_money(plan.est_cost)}" if plan.est_cost is not None
                 else "")
-        console.print(f"{plan.mode} mode: audience {plan.audience:,} users x {variants} "
-                      f"variant(s) = {plan.drafts:,} drafts need {plan.requests:,} prompt(s), "
+        split = f" in {variants} variants" if variants > 1 else ""
+        console.print(f"{plan.mode} mode: {plan.audience:,} customers{split} (one draft each) "
+                      f"= {plan.drafts:,} drafts need {plan.requests:,} prompt(s), "
                       f"{plan.cached:,} already cached; estimated {plan.est_prompt_tokens:,} "
                       f"prompt + {plan.est_completion_tokens:,} completion tokens{cost}. "
                       "Nothing was called.")

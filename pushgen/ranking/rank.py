@@ -36,7 +36,7 @@ from .explain import explain
 from .model_store import load_served
 from .repeat import Purchases, buy_again_strength, not_due, purchases
 from .rules import RankRules, check_repeat, check_rules, finish_rows, item_facts, item_mask, \
-    no_items_message, pinned_positions
+    NoEligibleItems, no_items_message, pinned_positions
 from .topk import INVALID, group_count, padded_width, topk_rows
 from .training import ServedModel, load_log
 
@@ -482,8 +482,8 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
         rows_written += store.replace_recommendations(db, cid, batch, rows)
     if cid is None:
         if ids:
-            raise PushgenError(no_items_message(campaign, rules, repeat, len(cat.items),
-                                                ranked=True))
+            raise NoEligibleItems(no_items_message(campaign, rules, repeat, len(cat.items),
+                                                  ranked=True))
         cid = store.get_or_create_campaign(db, campaign, model_id=ranker.model_id)
     return RankSummary(campaign, cid, ranker.model_id, len(ids), rows_written,
                        {s: n for s, n in by_source.items() if n}, no_items,

@@ -173,6 +173,11 @@ def finish_rows(items: np.ndarray, vals: np.ndarray, pinned: list[int],
         out_pinned[r, :n_pinned] = True
 
 
+class NoEligibleItems(PushgenError):
+    """Ranking left every one of these users without an item (each bought all the allowed
+    ones, say): for one batch of a campaign not an error while another batch has some."""
+
+
 def no_items_message(campaign: str, rules: RankRules, repeat: str, n_items: int,
                      ranked: bool = False) -> str:
     active = [name for name, on in (

@@ -170,20 +170,6 @@ def contact_values(db: Database, user_ids: Sequence[int]) -> dict[int, list[str]
     return out
 
 
-def existing_variants(db: Database, campaign_id: int, user_ids: Sequence[int]
-                      ) -> dict[int, set[int]]:
-    """Variants already drafted per user for this campaign."""
-    out: dict[int, set[int]] = {}
-    for start in range(0, len(user_ids), 900):
-        chunk = list(user_ids[start:start + 900])
-        marks = ", ".join("?" for _ in chunk)
-        for uid, variant in db.execute(
-                f"SELECT user_id, variant FROM drafts WHERE campaign_id = ? "
-                f"AND user_id IN ({marks})", [campaign_id, *chunk]):
-            out.setdefault(uid, set()).add(variant)
-    return out
-
-
 _DRAFT_COLUMNS = ("campaign_id", "user_id", "channel", "variant", "locale", "content", "items",
                   "generator", "template_name", "model", "prompt_hash", "tokens_prompt",
                   "tokens_completion", "checks", "passed", "flag", "status", "version",
