@@ -39,10 +39,11 @@ class ForgetReport:
     notes: list[str] = field(default_factory=list)
 
 
-def erased_id_hash(db: Database, external_id: str) -> str:
+def erased_id_hash(db: Database, external_id: str, secret: bytes | None = None) -> str:
     """Keyed hash of an external id: lets an import recognise an erased customer without the
-    database keeping the id itself."""
-    return hmac.new(shop_secret(db), f"erased\x1f{external_id}".encode("utf-8"),
+    database keeping the id itself (``secret``: the shop's, when the caller has read it)."""
+    key = secret if secret is not None else shop_secret(db)
+    return hmac.new(key, f"erased\x1f{external_id}".encode("utf-8"),
                     hashlib.sha256).hexdigest()
 
 

@@ -132,7 +132,8 @@ _COLUMNS = {
                  ("rejected", "rejected"), ("skipped", None)),
 }
 _DEFAULT_COLUMNS = (("rows read", "rows"), ("inserted", "inserted"), ("updated", "updated"),
-                    ("unchanged", "unchanged"), ("rejected", "rejected"))
+                    ("unchanged", "unchanged"), ("rejected", "rejected"),
+                    ("skipped", None))
 
 
 def _print_report(console: Console, report: ImportReport) -> None:

@@ -144,20 +144,23 @@ class ErasedIds:
     skips those rows and counts them, so the customer is not brought back."""
 
     def __init__(self, db: Any) -> None:
+        from ..signing import shop_secret
         from ..store import privacy
 
         self.db = db
-        self.active = privacy.erasure_count(db) > 0
+        self.hashes = privacy.erased_hashes(db)      # read once: a set lookup per id
+        self._secret = shop_secret(db) if self.hashes else b""
         self._known: dict[str, bool] = {}
 
     def __call__(self, external_id: str) -> bool:
-        if not self.active:
+        if not self.hashes:
             return False
         known = self._known.get(external_id)
         if known is None:
-            from ..privacy import was_erased
+            from ..privacy import erased_id_hash
 
-            known = self._known[external_id] = was_erased(self.db, external_id)
+            known = erased_id_hash(self.db, external_id, self._secret) in self.hashes
+            self._known[external_id] = known
         return known
 
 

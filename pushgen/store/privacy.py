@@ -165,5 +165,11 @@ def erasure_count(db: Database) -> int:
     return db.execute("SELECT count(*) FROM erasures").fetchone()[0]
 
 
+def erased_hashes(db: Database) -> set[str]:
+    """The keyed id hashes of every erased customer."""
+    return {h for (h,) in db.execute("SELECT id_hash FROM erasures")}
+
+
 __all__ = ["PER_USER_TABLES", "find_user", "customer_rows", "erase_customer", "is_erased",
+           "erased_hashes",
            "compact", "erasure_count"]
