@@ -308,3 +308,16 @@ def test_rules_leaving_no_item_keep_existing_recommendations(shop):
         rank_campaign(db, "keep-me", k=2, user_ids=[1],
                       rules=RankRules(include_categories=["alpha"], blocked=not_bought))
     assert rank_store.recommendation_total(db, first.campaign_id) == 4
+
+
+def test_top_k_beyond_the_catalog_is_no_wider_than_the_catalog(shop):
+    db, _, ranker = shop
+    n = len(ranker.catalog.items)
+    res = ranker.rank([1, 2], k=50_000)
+    assert res.items.shape[0] == 2 and res.items.shape[1] <= n   # not 50,000 wide
+
+
+def test_a_campaign_needs_a_name(shop):
+    db, _, ranker = shop
+    with pytest.raises(PushgenError, match="needs a name"):
+        rank_campaign(db, "  ", k=3, ranker=ranker)

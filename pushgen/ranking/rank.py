@@ -323,6 +323,7 @@ class Ranker:
         pinned = pinned_positions(cat.items, cat.item_sku_pos, rules)
         mask[pinned] = False
         cand = np.flatnonzero(mask)                     # column -> item position
+        k = max(min(k, len(cand) + len(pinned)), 1)     # no wider than what can be shown
         diversity = rules.max_per_category is not None and rules.max_per_category > 0
         k_cand = min(len(cand), k * 5 if diversity else k)
         width = padded_width(len(cand), k_cand)
@@ -441,6 +442,8 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
     without loading the model each time. If the rules leave no item for any user, raises a
     PushgenError and leaves the campaign's stored recommendations untouched.
     """
+    if not campaign.strip():
+        raise PushgenError("a campaign needs a name (--campaign NAME)")
     started = time.perf_counter()
     rules = rules or RankRules()
     check_rules(db, rules, k)
