@@ -367,6 +367,14 @@ def test_write_from_a_foreign_origin_is_refused_even_with_the_token(client, db):
     assert ok.status_code == 302 and draft_row(db, did)["status"] == "approved"
 
 
+def test_write_through_an_https_proxy_to_this_host_is_accepted(client, db):
+    """Behind the TLS proxy --allow-remote asks for, the page's origin is https://."""
+    did = draft_id(db, "spring", 1)
+    r = client.post(f"/drafts/{did}/approve", data={"version": "1", "token": TOKEN},
+                    headers={"Origin": "https://localhost"})
+    assert r.status_code == 302 and draft_row(db, did)["status"] == "approved"
+
+
 @pytest.mark.parametrize("big", [2**63, 2**63 + 1, 10**40])
 def test_huge_ids_are_404_not_500(client, db, big):
     _authed(client)

@@ -350,15 +350,18 @@ def _actor() -> str:
 
 def _foreign_origin() -> str | None:
     """The other site a browser write came from, or None when it came from this page (or
-    from a client that sends neither Origin nor Referer, such as curl with the token)."""
-    own = request.host_url.rstrip("/")
+    from a client that sends neither Origin nor Referer, such as curl with the token).
+    Hosts are compared, not schemes: behind the HTTPS proxy ``--allow-remote`` asks for,
+    the page is https:// while this server sees http://."""
+    own = request.host.lower()
     origin = request.headers.get("Origin")
     if origin is not None:
-        return None if origin == own else (origin or "an unknown origin")
+        return None if urlsplit(origin).netloc.lower() == own else (origin or
+                                                                     "an unknown origin")
     referer = request.headers.get("Referer")
     if referer:
         parts = urlsplit(referer)
-        if f"{parts.scheme}://{parts.netloc}" != own:
+        if parts.netloc.lower() != own:
             return f"{parts.scheme}://{parts.netloc}"
     return None
 
