@@ -19,6 +19,7 @@ import hmac
 import os
 import re
 import secrets as _secrets
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -57,6 +58,13 @@ def shop_secret(db: Database) -> bytes:
     key = str(path.resolve())
     if key in _cache:
         return _cache[key]
+    if not path.exists() and _signed_with_a_secret(db):
+        raise PushgenError(
+            f"{path}: the shop secret is missing, but this database already holds drafts or "
+            "erasures made with it (the unsubscribe links sent, the erased customers' ids): "
+            f"restore {path.name} from a backup, or set {SECRET_ENV}. If it is lost for good, "
+            "write a new one (`python -c \"import secrets; print(secrets.token_hex(32))\" > "
+            f"{path.name}`): links already sent will then be refused as forged")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -80,6 +88,18 @@ def shop_secret(db: Database) -> bytes:
                            f"a backup (unsubscribe links already sent depend on it)")
     _cache[key] = text.encode()
     return _cache[key]
+
+
+def _signed_with_a_secret(db: Database) -> bool:
+    """Whether anything in the database was made with the shop secret: a draft (its
+    unsubscribe link) or an erasure (the keyed hash of the id)."""
+    for table in ("drafts", "erasures"):
+        try:
+            if db.execute(f"SELECT 1 FROM [{table}] LIMIT 1").fetchone():
+                return True
+        except sqlite3.OperationalError:   # a database from before that table
+            continue
+    return False
 
 
 def _mac(secret: bytes, campaign_id: int, campaign: str, user_id: int, external_id: str

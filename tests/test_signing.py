@@ -30,6 +30,20 @@ def test_secret_is_created_once_outside_the_database_with_mode_0600(tmp_path):
     assert shop_secret(other) != secret      # every shop has its own
 
 
+def test_a_lost_secret_is_not_silently_replaced_once_links_went_out(tmp_path):
+    """Drafts carry links signed with the secret: a new one would make every opt-out link
+    already sent look forged, so a missing file is an error, not a fresh secret."""
+    import shutil
+
+    db = make_shop(tmp_path / "a.db", campaigns={"news": "email"})
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(tmp_path / "a.db", tmp_path / "copy.db")        # the .secret left behind
+    copy = open_store(tmp_path / "copy.db")
+    with pytest.raises(PushgenError, match="restore copy.db.secret from a backup"):
+        shop_secret(copy)
+    assert not (tmp_path / "copy.db.secret").exists()
+
+
 def test_env_secret_wins_and_must_be_long(tmp_path, monkeypatch):
     db = open_store(tmp_path / "a.db")
     monkeypatch.setenv(SECRET_ENV, "k" * 40)
