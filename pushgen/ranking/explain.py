@@ -45,16 +45,28 @@ def _category_history(ranker: "Ranker", batch: "UserBatch") -> dict[tuple[int, i
     return out
 
 
+def _popular(ranker: "Ranker") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(standardised popularity per segment and item, the score of each segment's top-N-th
+    item, which items a segment has counts for): fixed per ranker, computed once."""
+    cached = ranker._popular
+    if cached is None:
+        cat, pop = ranker.catalog, ranker.served.popularity
+        counts = ranker.pop_z                # standardised: only the order matters here
+        n_items = len(cat.items)
+        top_n = min(max(10, n_items // 10), max(n_items, 1))
+        cut = (-np.sort(-counts, axis=1)[:, top_n - 1] if n_items
+               else np.zeros(len(pop.segments)))
+        cached = ranker._popular = (counts, cut,
+                                    pop.aligned(pop.segment_counts, cat.item_ids) > 0)
+    return cached
+
+
 def explain(ranker: "Ranker", result: "RankResult") -> list[list[str]]:
     """Reasons for every recommended item of ``result`` (one list per user)."""
     cat, pop = ranker.catalog, ranker.served.popularity
     batch = result.batch if result.batch is not None else ranker.users(result.user_ids.tolist())
     hist = _category_history(ranker, batch)
-    counts = pop.z_segments(cat.item_ids)        # standardised: only the order matters here
-    n_items = len(cat.items)
-    top_n = min(max(10, n_items // 10), max(n_items, 1))
-    cut = -np.sort(-counts, axis=1)[:, top_n - 1] if n_items else np.zeros(len(pop.segments))
-    has_counts = pop.aligned(pop.segment_counts, cat.item_ids) > 0
+    counts, cut, has_counts = _popular(ranker)
     personal = ranker.blend.weights_for(result.repeat).hybrid > 0
     bought: dict[tuple[int, int], int] = {}
     p = batch.purchases

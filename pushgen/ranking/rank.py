@@ -178,6 +178,11 @@ class Ranker:
         self.model, self.space, self.blend = served.model, served.space, served.blend
         self.pop_z = served.popularity.z_segments(catalog.item_ids)      # (segments, items)
         self._item_repr: tuple[np.ndarray, np.ndarray] | None = None
+        # The last rules' allowed items and pinned positions, and the (rules, k) already
+        # checked against the store: the same for every batch of a campaign.
+        self._allowed: tuple[str, np.ndarray, list[int]] | None = None
+        self._checked: set[tuple[str, int]] = set()
+        self._popular: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # explain's
         # Parallel ranking workers (needs threadpoolctl to pin BLAS to one thread each).
         self.workers = min(2, os.cpu_count() or 1) if _threadpool_limits else 1
 
@@ -190,6 +195,16 @@ class Ranker:
             else self.blend.repeat_default
         check_repeat(mode)
         return mode
+
+    def allowed(self, rules: RankRules) -> tuple[np.ndarray, list[int]]:
+        """(mask of the catalog items ``rules`` allow, positions of its pinned items), cached
+        for the last rules; the mask is a copy the caller may change."""
+        key = repr(rules)
+        if self._allowed is None or self._allowed[0] != key:
+            cat = self.catalog
+            self._allowed = (key, item_mask(cat.items, rules),
+                             pinned_positions(cat.items, cat.item_sku_pos, rules))
+        return self._allowed[1].copy(), list(self._allowed[2])
 
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
         """(biases, embeddings) of the catalog's items (new items from catalog features)."""
@@ -319,8 +334,7 @@ class Ranker:
         cat = self.catalog
         batch = self.users(user_ids)
         n_users = len(batch.ids)
-        mask = item_mask(cat.items, rules)
-        pinned = pinned_positions(cat.items, cat.item_sku_pos, rules)
+        mask, pinned = self.allowed(rules)
         mask[pinned] = False
         cand = np.flatnonzero(mask)                     # column -> item position
         k = max(min(k, len(cand) + len(pinned)), 1)     # no wider than what can be shown
@@ -446,13 +460,15 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
         raise PushgenError("a campaign needs a name (--campaign NAME)")
     started = time.perf_counter()
     rules = rules or RankRules()
-    check_rules(db, rules, k)
     ranker = ranker or load_ranker(db, model_id)
+    if (repr(rules), k) not in ranker._checked:       # once per campaign run, not per batch
+        check_rules(db, rules, k)
+        ranker._checked.add((repr(rules), k))
     repeat = ranker.repeat_mode(rules)
     ids = list(user_ids) if user_ids is not None else store.user_ids_all(db)
     cat = ranker.catalog
-    if ids and not item_mask(cat.items, rules).any() and \
-            not pinned_positions(cat.items, cat.item_sku_pos, rules):
+    mask, pinned = ranker.allowed(rules)
+    if ids and not mask.any() and not pinned:
         raise PushgenError(no_items_message(campaign, rules, repeat, len(cat.items)))
     by_source = {s: 0 for s in SOURCES}
     rows_written = no_items = 0
