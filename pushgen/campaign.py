@@ -536,7 +536,7 @@ _ANSWER_TOKENS = {"user": {"sms": 60, "push": 50, "email": 250},
 
 def dry_run(db: Database, name: str, config: CampaignConfig, *, llm: LLMOptions,
             variants: int = 1, samples: int = 2, template_dirs: list | None = None,
-            batch_size: int = 2000) -> DryRun:
+            batch_size: int = LLM_BATCH) -> DryRun:
     """Rank the audience and build the LLM prompts, but call nothing and write no draft.
 
     Needs no endpoint or key. Blocks mode plans every draft (exact number of distinct

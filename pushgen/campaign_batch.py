@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .campaign import DraftReport, LLMOptions, Progress, draft_campaign
+from .campaign import LLM_BATCH, DraftReport, LLMOptions, Progress, draft_campaign
 from .config import CampaignConfig
 from .errors import PushgenError
 from .store import drafts as store
@@ -39,7 +39,7 @@ def draft_campaign_batch(db: Database, name: str, config: CampaignConfig, *,
                          regenerate: bool = False, template_dirs: list | None = None,
                          progress: Progress | None = None,
                          on_audience: Callable[[int], None] | None = None,
-                         batch_size: int = 2000) -> BatchRun:
+                         batch_size: int = LLM_BATCH) -> BatchRun:
     """Draft ``name`` through a batch endpoint instead of live calls; safe to rerun.
 
     ``action``: ``submit`` (``--batch``) and ``collect`` (``--collect``) poll the campaign's

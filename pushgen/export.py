@@ -265,8 +265,10 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
-    """Write via ``write(fh)`` into a temp file beside ``path``, fsync, then rename over.
+def write_text_atomic(path: Path, write: Callable[[TextIO], None], *,
+                      mode: int | None = None) -> None:
+    """Write via ``write(fh)`` into a temp file beside ``path``, fsync, then rename over
+    (``mode``: the file's permissions, e.g. 0o600 for personal data).
 
     A crash at any point leaves either no file or the complete file, never a partial one.
     Text is plain UTF-8 without BOM (what ESP importers expect)."""
@@ -276,6 +278,8 @@ def write_text_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,16 +14,12 @@ from ..export import ExportReport, export_campaign, parse_send_at
 from ..store import open_store
 from .app import DEFAULT_DB, DbOption, app, sub_app
 from .output import JsonOption, print_json
-from .reviewing import ActorOpt
+from .reviewing import ActorOpt, done as _done
 
 console = Console()
 
 export = sub_app("Export approved drafts for the sending platform (CSV, JSONL, .eml).")
 app.add_typer(export, name="export")
-
-
-def _done(msg: str) -> None:
-    console.print(f"[green]✓[/] {msg}")
 
 
 def _nothing_reason(rep: ExportReport) -> str:

@@ -123,7 +123,8 @@ def print_draft(d: rv.DraftView, out: Console = console, db=None) -> None:
                       f"{e.status_before}→{e.status_after}{reason}")
 
 
-def _done(msg: str) -> None:
+def done(msg: str) -> None:
+    """A finished action's one line, ticked."""
     console.print(f"[green]✓[/] {msg}")
 
 
@@ -184,7 +185,7 @@ def _print_edit(result: rv.EditResult) -> None:
     if not result.changed:
         console.print(f"Draft {d.id}: nothing changed.")
         return
-    _done(f"edited draft {d.id} ({', '.join(result.changed)}); now version {d.version}, "
+    done(f"edited draft {d.id} ({', '.join(result.changed)}); now version {d.version}, "
           f"status {d.status}")
     for c in d.blocking_checks:
         new = " (new)" if c in result.new_failures else ""
@@ -366,7 +367,7 @@ def approve_cmd(
             print_json({"campaign": campaign, "approved": n,
                         "waiting": counts.by_status["draft"]})
             return
-        _done(f"approved {n} draft(s) of campaign {campaign} that pass every check; "
+        done(f"approved {n} draft(s) of campaign {campaign} that pass every check; "
               f"{counts.by_status['draft']} still waiting for review")
         return
     if draft_id is None:
@@ -377,9 +378,9 @@ def approve_cmd(
         print_json({"draft": _state(d), "changed": before.status != "approved"})
         return
     if before.status == "approved":
-        _done(f"draft {d.id} is already approved (version {d.version}); nothing changed")
+        done(f"draft {d.id} is already approved (version {d.version}); nothing changed")
         return
-    _done(f"approved draft {d.id} (version {d.version})")
+    done(f"approved draft {d.id} (version {d.version})")
 
 
 @review.command("reject")
@@ -400,7 +401,7 @@ def reject_cmd(
     if as_json:
         print_json({"draft": _state(d)})
         return
-    _done(f"rejected draft {d.id} (version {d.version}): {reason}")
+    done(f"rejected draft {d.id} (version {d.version}): {reason}")
 
 
 @review.command("reopen")
@@ -420,7 +421,7 @@ def reopen_cmd(
     if as_json:
         print_json({"draft": _state(d)})
         return
-    _done(f"reopened draft {d.id}: status draft (version {d.version})")
+    done(f"reopened draft {d.id}: status draft (version {d.version})")
 
 
 @review.command("edit")
@@ -476,7 +477,7 @@ def next_cmd(
     store = _open(db)
     ids = rv.queue_ids(store, campaign=campaign, channel=channel, status="draft",
                        failed_check=failed_check, locale=locale)
-    done = {"approved": 0, "rejected": 0, "edited": 0, "skipped": 0}
+    tally = {"approved": 0, "rejected": 0, "edited": 0, "skipped": 0}
     if not ids:
         console.print("Nothing waiting for review.")
         return
@@ -498,27 +499,27 @@ def next_cmd(
             try:
                 if key == "a":
                     d = rv.approve(store, d.id, actor=actor, expected_version=d.version)
-                    _done(f"approved draft {d.id}")
-                    done["approved"] += 1
+                    done(f"approved draft {d.id}")
+                    tally["approved"] += 1
                     break
                 if key == "r":
                     reason = typer.prompt("Reason")
                     d = rv.reject(store, d.id, actor=actor, reason=reason,
                                   expected_version=d.version)
-                    _done(f"rejected draft {d.id}: {reason}")
-                    done["rejected"] += 1
+                    done(f"rejected draft {d.id}: {reason}")
+                    tally["rejected"] += 1
                     break
                 if key == "e":
                     result = _edit_in_editor(store, d, actor, None)
                     if result is not None:
                         _print_edit(result)
-                        done["edited"] += 1
+                        tally["edited"] += 1
                         d = result.draft
                         if d.status != "draft":
                             break
                     continue
                 if key == "s":
-                    done["skipped"] += 1
+                    tally["skipped"] += 1
                     break
                 if key == "q":
                     quit_ = True
@@ -531,7 +532,7 @@ def next_cmd(
                     print_draft(d)
         if quit_:
             break
-    console.print(", ".join(f"{k} {v}" for k, v in done.items()))
+    console.print(", ".join(f"{k} {v}" for k, v in tally.items()))
 
 
 @review.command("stats")
@@ -628,9 +629,6 @@ def serve_cmd(
                                f"({getattr(exc, 'strerror', None) or exc})") from None
     _open(db).close()  # a clear error now rather than on the first request
     serve(db, host, port, secret, allow_remote=allow_remote)
-
-
-# --- export commands ----------------------------------------------------------------------
 
 
 __all__ = ["review", "print_draft", "print_campaign_report", "edit_form",

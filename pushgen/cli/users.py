@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import PushgenError
+from ..export import write_text_atomic
 from ..privacy import customer_data, forget_customer
 from ..store import open_store
 from .app import DEFAULT_DB, DbOption, app, sub_app
@@ -77,15 +76,6 @@ def export_data_cmd(
         raise PushgenError(f"{out}: is a folder; give a file name, e.g. {out / 'customer.json'}")
     if not out.parent.exists():
         raise PushgenError(f"{out}: folder {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)          # personal data: not readable by other local users
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # personal data: not readable by other local users
+    write_text_atomic(out, lambda fh: fh.write(text), mode=0o600)
     typer.echo(f"wrote {out} ({len(text.encode()):,} bytes)", err=True)
