@@ -219,8 +219,12 @@ def draft(
 
       pushgen draft -c spring --collect
     """
+    if not campaign.strip():
+        raise PushgenError("a campaign needs a name (--campaign NAME)")
     if channel is not None and channel not in ("sms", "push", "email"):
         raise PushgenError(f"--channel must be sms, push or email, not {channel!r}")
+    if generator not in ("template", "llm"):
+        raise PushgenError(f"--generator must be template or llm, not {generator!r}")
     if llm_mode not in ("blocks", "per-user"):
         raise PushgenError(f"--llm-mode must be blocks or per-user, not {llm_mode!r}")
     actions = [name for name, on in (("submit", batch), ("collect", collect),
@@ -252,13 +256,6 @@ def draft(
             cfg.llm.prices[model] = LLMPrice(*saved["price"])
     else:
         cfg = load_campaign_config(config, name=campaign, channel=channel)
-    out = Console(stderr=True) if as_json else console
-    demo = demo_sender_fields(cfg.settings)
-    if demo and saved is None:
-        out.print(f"[yellow]note:[/] the demo shop's sender is still in use "
-                  f"({', '.join(demo)}; {'no --config' if config is None else config}): set "
-                  "\\[sender] in the campaign config before real sends (export refuses it "
-                  "without --allow-demo-sender).")
     if template:
         cfg.settings.template = template
     if limit is not None:
@@ -271,6 +268,16 @@ def draft(
                          timeout=timeout, concurrency=concurrency, mode=llm_mode,
                          max_failures=max_failures,
                          prompt_dirs=[prompt_dir] if prompt_dir else None)
+    out = Console(stderr=True) if as_json else console
+    if workers is not None and generator == "llm":
+        out.print("[yellow]note:[/] --workers applies to template drafting; LLM drafting runs "
+                  "in this process (its calls run concurrently, --concurrency)")
+    demo = demo_sender_fields(cfg.settings)
+    if demo and saved is None:      # after every argument check: a note, not an error's prelude
+        out.print(f"[yellow]note:[/] the demo shop's sender is still in use "
+                  f"({', '.join(demo)}; {'no --config' if config is None else config}): set "
+                  "\\[sender] in the campaign config before real sends (export refuses it "
+                  "without --allow-demo-sender).")
     template_dirs = [template_dir] if template_dir else None
     if dry:
         assert llm is not None
