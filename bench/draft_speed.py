@@ -425,7 +425,10 @@ def main() -> None:
               f"{llm['ideal']:>8.2f} {llm['ratio']:>6.2f} {llm['max_in_flight']:>14} "
               f"{llm['calls_rerun']:>12} {llm['rerun_seconds']:>8.2f}")
     channels = [c for c in args.blocks_channels.split(",") if c]
-    blocks = _blocks(db_path, args.latency, args.concurrency, channels) if channels else None
+    # the LLM runs draft into their own copy: the cached shop stays clean for the next run
+    llm_dir = tempfile.TemporaryDirectory(dir=args.workdir)
+    llm_shop = _fresh_copy(db_path, Path(llm_dir.name))
+    blocks = _blocks(llm_shop, args.latency, args.concurrency, channels) if channels else None
     if blocks:
         print(f"\nLLM copy blocks, {args.users:,}-user shop (400 items, 2 locales), "
               f"{args.latency * 1000:.0f} ms per call, concurrency {args.concurrency}")
@@ -440,7 +443,8 @@ def main() -> None:
         print(f"prompts received: {blocks['prompts']:,}; prompts containing any of the "
               f"{blocks['names_checked']:,} customers' first names: "
               f"{blocks['prompts_with_names']}")
-    batch = _batch(db_path, args.batch_users) if args.batch_users else None
+    batch = _batch(llm_shop, args.batch_users) if args.batch_users else None
+    llm_dir.cleanup()
     if batch:
         print(f"\nBatch round trip (fake Files + Batches API), {args.batch_users:,} push "
               f"customers: {batch['submitted']:,} requests submitted, {batch['drafted']:,} "

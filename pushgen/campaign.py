@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,13 +175,15 @@ def _why_empty(db: Database, campaign_id: int, config: CampaignConfig, variants:
 
 
 def _rank(db: Database, name: str, config: CampaignConfig, user_ids: list[int],
-          variants: int = 1, ranker: Any = None):
+          variants: int = 1, ranker: Any = None, keep: bool = False):
     """Rank ``user_ids`` with the campaign's rules; enough items for every variant
-    (``ranker``: a ``ranking.load_ranker`` result reused across batches)."""
+    (``ranker``: a ``ranking.load_ranker`` result reused across batches; ``keep``: the
+    summary holds the stored lists)."""
     from .ranking import rank_campaign
 
     rules, k = config.rank_rules(variants)
-    return rank_campaign(db, name, k=k, rules=rules, user_ids=user_ids, ranker=ranker)
+    return rank_campaign(db, name, k=k, rules=rules, user_ids=user_ids, ranker=ranker,
+                         keep=keep)
 
 
 class _BlasLimit:
@@ -225,18 +228,22 @@ class _BatchRanking:
         self.note, self.repeat = "", ""
         self.empty_error: PushgenError | None = None   # set while no batch had an item
         self.ranked_any = False
+        self.lists: dict[int, list[ItemFacts]] = {}    # the last batch's, as stored
 
     def __call__(self, batch: list[int]) -> bool:
-        """Rank ``batch``; False when none of its users has an eligible item."""
+        """Rank ``batch`` (its lists in ``lists``); False when none of its users has an
+        eligible item."""
         from .ranking.rules import NoEligibleItems
 
+        self.lists = {}
         try:
             with self._blas:
                 summary = _rank(self.db, self.name, self.config, batch, self.variants,
-                                self.ranker)
+                                self.ranker, keep=True)
         except NoEligibleItems as exc:
             self.empty_error = self.empty_error or exc
             return False     # nothing was written for these users: none of them is drafted
+        self.lists = summary.lists or {}
         self.ranked_any = True
         for source, n in summary.by_source.items():
             self.by_source[source] = self.by_source.get(source, 0) + n
@@ -264,14 +271,17 @@ def _random_pool(db: Database, config: CampaignConfig) -> list[ItemFacts]:
 
 def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: list[int],
               split: Split, pool: Callable[[], list[ItemFacts]] | None = None,
-              secret: bytes | None = None) -> tuple[list[MessageContext], int]:
+              secret: bytes | None = None, recs: dict[int, list[ItemFacts]] | None = None
+              ) -> tuple[list[MessageContext], int]:
     """Message contexts for one batch: each customer's own variant only. A "ranked" variant
     v leads with the v-th recommendation; a "random" one shows random eligible items
     (``pool()``, the same for every customer, drawn reproducibly per customer). ``secret``:
-    the shop's (``signing.shop_secret``), read once per run by the caller."""
+    the shop's (``signing.shop_secret``), read once per run by the caller. ``recs``: the
+    batch's stored recommendations when the caller has them (else they are read back)."""
     from .ranking import recommendations_for
 
-    recs = recommendations_for(db, campaign_id, user_ids)
+    if recs is None:
+        recs = recommendations_for(db, campaign_id, user_ids)
     people = store.recipients(db, user_ids)
     secret = secret if secret is not None else shop_secret(db)
     k = config.settings.items_per_message
@@ -283,7 +293,7 @@ def _contexts(db: Database, campaign_id: int, config: CampaignConfig, user_ids: 
         if not items:   # also for the random arm, so both arms hold the same customers
             no_items += 1
             continue
-        v = split.assigned.get(uid, 1)
+        v = split.variant_of(uid)
         person = people[uid]
         if split.pick(v) == "random":
             if pool is None:
@@ -451,8 +461,10 @@ def draft_campaign(
     llm_run = (_LLMRun(db, config, llm, llm_client, template_dirs, llm_via)
                if generator == "llm" else None)
     split = split_for(config.ab, variants)
-    campaign_id, user_ids = _audience(db, name, config, split=split,
+    campaign_id, audience = _audience(db, name, config, split=split,
                                       include_drafted=regenerate)
+    user_ids = array("q", audience)     # 8 bytes a customer, not 36 (an int in a list)
+    del audience
     report.audience, report.holdout = len(user_ids), split.held_out
     report.split = assignments.split(db, campaign_id)
     if on_audience:
@@ -483,14 +495,14 @@ def draft_campaign(
         ranking = _BatchRanking(db, name, config, split.variants)
         check = _checker(db) if pool is None else pool.check
         for start in range(0, len(user_ids), batch_size):
-            batch = user_ids[start:start + batch_size]
+            batch = user_ids[start:start + batch_size].tolist()
             contexts: list[MessageContext] = []
             forbidden: dict[int, list[str]] = {}
             if ranking(batch):
                 if llm_run is not None and llm_run.run_id is None:
                     llm_run.start(campaign_id)
                 contexts, no_items = _contexts(db, campaign_id, config, batch, split,
-                                               random_pool, secret)
+                                               random_pool, secret, ranking.lists)
                 report.no_items += no_items
                 forbidden = store.contact_values(db, batch)
             else:

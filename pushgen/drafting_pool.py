@@ -44,6 +44,16 @@ from .messages import CheckResult, Message, MessageContext, checks_pass
 MIN_PARALLEL_USERS = 6000
 # Contexts per chunk, the unit a worker (or this process) drafts at a time.
 CHUNK = 500
+# Batches in flight per worker before the drafting process waits for the oldest: ranking a
+# few batches ahead keeps a worker's queue from running dry while this process ranks and
+# writes (20k users, 1 worker: 2,700 drafts/s with 1 batch ahead, 3,100 with 3; more than
+# 3 changed nothing). Each batch in flight holds its contexts and rows (a few MB).
+BATCHES_AHEAD = 3
+# Pipe buffer for a worker's stdin and stdout (Linux; the default is 64 KiB). A chunk's
+# rows are ~2 MB: with the default the reader thread needs ~30 reads per reply, each
+# waiting for the GIL this process is busy with, while the worker blocks on its write
+# (20k users: 3,100 -> 3,300 drafts/s with 1 MiB, the most an unprivileged user may set).
+PIPE_BYTES = 1 << 20
 
 
 # -- one batch ------------------------------------------------------------------------------------
@@ -220,6 +230,22 @@ class _Batch:
         return [row for job in self.jobs for row in job.rows], self.tag
 
 
+def _widen_pipes(*streams: IO[bytes] | None) -> None:
+    """Raise the kernel buffer of these pipes to PIPE_BYTES where the system allows it."""
+    try:
+        import fcntl
+        set_size = fcntl.F_SETPIPE_SZ           # type: ignore[attr-defined]  # Linux only
+    except (ImportError, AttributeError):      # pragma: no cover - not on Linux
+        return
+    for stream in streams:
+        if stream is None:
+            continue
+        try:
+            fcntl.fcntl(stream.fileno(), set_size, PIPE_BYTES)
+        except OSError:                         # pragma: no cover - a lower system limit
+            pass
+
+
 class _Worker:
     """One worker process with a writer thread (pickles and sends chunks, so handing one
     over never blocks) and a reader thread (receives the rows, in order)."""
@@ -232,6 +258,7 @@ class _Worker:
             [sys.executable, "-c", "from pushgen.drafting_pool import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             start_new_session=True)
+        _widen_pipes(self.proc.stdin, self.proc.stdout)
         self.alive = True
         self.outstanding: deque[_Job] = deque()     # guarded by the pool's lock
         self._pool = pool
@@ -353,7 +380,7 @@ class TemplatePool:
     # -- the caller's side --
     @property
     def full(self) -> bool:
-        return len(self._batches) > max(len(self.workers), 1)
+        return len(self._batches) > BATCHES_AHEAD * max(len(self.workers), 1)
 
     def submit(self, campaign_id: int, contexts: list[MessageContext],
                forbidden: dict[int, list[str]], tag: Any = None) -> None:

@@ -386,6 +386,9 @@ def test_worker_drafts_rows_equal_to_this_process(shop: Path) -> None:
         for i, batch in enumerate(batches):
             assert ranking(batch)
             contexts, _ = _contexts(db, campaign_id, cfg, batch, split)
+            # the ranking's own lists give the contexts the stored rows give
+            kept, _ = _contexts(db, campaign_id, cfg, batch, split, recs=ranking.lists)
+            assert kept == contexts and len(ranking.lists) == len(batch)
             forbidden = draft_store.contact_values(db, batch)
             expected.append(template_rows(campaign_id, contexts, check, forbidden, None))
             pool.submit(campaign_id, contexts, forbidden, tag=i)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pushgen.ranking.features import FeatureConfig, FeatureSpace, fit_feature_space
+from pushgen.ranking.features import FeatureConfig, FeatureSpace, IdIndex, fit_feature_space
 
 USERS = [
     {"id": 1, "locale": "en-US", "attributes": {"age_band": "25-34", "gender": "F", "vip": "y"}},
@@ -112,3 +112,11 @@ def test_to_dict_round_trip():
     again = FeatureSpace.from_dict(s.to_dict())
     assert (again.user_matrix(USERS) != s.user_matrix(USERS)).nnz == 0
     assert (again.item_matrix(ITEMS) != s.item_matrix(ITEMS)).nnz == 0
+
+
+def test_id_index_gives_positions_of_unsorted_ids_and_minus_one_for_others():
+    index = IdIndex([40, 7, 1000, 12])
+    assert index.positions([7, 12, 40, 1000, 8, -1, 5000]).tolist() == [1, 3, 0, 2, -1, -1, -1]
+    assert index.get(1000) == 2 and index.get(9) is None and index.get(9, 0) == 0
+    assert 12 in index and 13 not in index and "12" not in index and len(index) == 4
+    assert IdIndex([]).positions([1, 2]).tolist() == [-1, -1]

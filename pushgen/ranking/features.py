@@ -121,6 +121,34 @@ def text_words(text: str) -> set[str]:
     return out
 
 
+class IdIndex:
+    """The position of each id in ``ids`` (read-only), as two arrays: for 100k customers
+    1.6 MB, where a dict of ints took 7.8 MB of the drafting process."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        values = np.asarray(ids, np.int64).reshape(-1)
+        self._order = np.argsort(values, kind="stable")
+        self._sorted = values[self._order]
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def positions(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Position of each of ``ids``, -1 for an id not in the index."""
+        want = np.asarray(ids, np.int64).reshape(-1)
+        if not len(self._sorted):
+            return np.full(len(want), -1, np.int64)
+        at = np.minimum(np.searchsorted(self._sorted, want), len(self._sorted) - 1)
+        return np.where(self._sorted[at] == want, self._order[at], -1)
+
+    def get(self, key: int, default: int | None = None) -> int | None:
+        pos = int(self.positions([key])[0])
+        return default if pos < 0 else pos
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, (int, np.integer)) and self.get(int(key)) is not None
+
+
 @dataclass
 class FeatureSpace:
     """The fitted vocabulary: which ids have identity features, which metadata exist.
@@ -138,8 +166,8 @@ class FeatureSpace:
     item_attribute_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+        self.user_index = IdIndex(self.user_ids)
+        self.item_index = IdIndex(self.item_ids)
         self._user_vocab_index = {f: i for i, f in enumerate(self.user_vocab)}
         self._item_vocab_index = {f: i for i, f in enumerate(self.item_vocab)}
 
@@ -207,11 +235,11 @@ class FeatureSpace:
         indices: list[int] = []
         data: list[float] = []
         use_meta = bool(vocab_index)
-        for row in rows:
-            ident = id_index.get(int(row["id"]))
+        idents = id_index.positions([int(row["id"]) for row in rows]).tolist()
+        for row, ident in zip(rows, idents):
             meta = sorted({vocab_index[t] for t in tokens_of(row) if t in vocab_index}) \
                 if use_meta else []
-            if ident is not None:
+            if ident >= 0:
                 indices.append(ident)
                 data.append(1.0)
                 total = cfg.meta_weight

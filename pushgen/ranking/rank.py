@@ -137,6 +137,9 @@ class RankSummary:
     seconds: float
     repeat: str = "never"
     note: str = ""               # the model's plain line when popularity ranks as well
+    # with ``rank_campaign(keep=True)``: what was stored, per user, as recommendations_for
+    # would read it back (best first, score and reason filled)
+    lists: dict[int, list[ItemFacts]] | None = None
 
 
 @dataclass
@@ -183,6 +186,7 @@ class Ranker:
         self._allowed: tuple[str, np.ndarray, list[int]] | None = None
         self._checked: set[tuple[str, int]] = set()
         self._popular: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # explain's
+        self._facts: dict[int, ItemFacts] = {}   # catalog position -> facts, score 0
         # Parallel ranking workers (needs threadpoolctl to pin BLAS to one thread each).
         self.workers = min(2, os.cpu_count() or 1) if _threadpool_limits else 1
 
@@ -195,6 +199,16 @@ class Ranker:
             else self.blend.repeat_default
         check_repeat(mode)
         return mode
+
+    def facts(self, j: int, score: float, reason: str) -> ItemFacts:
+        """The facts of catalog item ``j`` with a user's score and reason; the strings and
+        attributes are shared by every user (read-only)."""
+        b = self._facts.get(j)
+        if b is None:
+            b = self._facts[j] = item_facts(self.catalog.items[j])
+        return ItemFacts(b.sku, b.title, b.price, b.currency, b.sale_price, b.category,
+                         b.brand, b.description, b.url, b.image_url, score, reason,
+                         b.attributes)
 
     def allowed(self, rules: RankRules) -> tuple[np.ndarray, list[int]]:
         """(mask of the catalog items ``rules`` allow, positions of its pinned items), cached
@@ -221,7 +235,7 @@ class Ranker:
         rows = self.catalog.user_rows(ids.tolist())
         feats = self.space.user_matrix(rows)
         _, emb = self.model.get_user_representations(feats)
-        known = np.array([int(r["id"]) in self.space.user_index for r in rows], bool)
+        known = self.space.user_index.positions([int(r["id"]) for r in rows]) >= 0
         has_meta = np.diff(feats.indptr) > 0
         sources = np.where(known, "model", np.where(has_meta, "cold_features",
                                                     "segment_popularity"))
@@ -448,13 +462,16 @@ def load_ranker(db: Database, model_id: int | None = None) -> Ranker:
 def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules | None = None,
                   user_ids: Sequence[int] | None = None, model_id: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  batch_users: int = 20_000, ranker: Ranker | None = None) -> RankSummary:
+                  batch_users: int = 20_000, ranker: Ranker | None = None,
+                  keep: bool = False) -> RankSummary:
     """Rank ``user_ids`` (default: every user) for ``campaign`` and store the lists.
 
     Rows of those users are replaced batch by batch, so a rerun (or a resumed run) never
     duplicates. Pass a ``ranker`` (``load_ranker(db)``) to rank many batches of a campaign
-    without loading the model each time. If the rules leave no item for any user, raises a
-    PushgenError and leaves the campaign's stored recommendations untouched.
+    without loading the model each time. ``keep``: the summary also holds the stored lists
+    (``RankSummary.lists``), so a caller drafting them need not read them back. If the
+    rules leave no item for any user, raises a PushgenError and leaves the campaign's
+    stored recommendations untouched.
     """
     if not campaign.strip():
         raise PushgenError("a campaign needs a name (--campaign NAME)")
@@ -474,6 +491,7 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
     rows_written = no_items = 0
     cid: int | None = None
     held: list[int] = []     # users of leading batches without any row: written only later
+    lists: dict[int, list[ItemFacts]] | None = {} if keep else None
     for start in range(0, len(ids), batch_users):
         batch = ids[start:start + batch_users]
         res = ranker.rank(batch, k, rules, progress=progress)
@@ -485,8 +503,11 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
             for slot, j in enumerate(res.items[r].tolist()):
                 if j < 0:
                     break
-                rows.append((uid, slot + 1, int(cat.items[j]["id"]), float(res.scores[r, slot]),
-                             reasons[r][slot], src, ranker.model_id))
+                score, reason = float(res.scores[r, slot]), reasons[r][slot]
+                rows.append((uid, slot + 1, int(cat.items[j]["id"]), score, reason, src,
+                             ranker.model_id))
+                if lists is not None:
+                    lists.setdefault(uid, []).append(ranker.facts(j, score, reason))
                 n += 1
             if n:
                 by_source[src] += 1
@@ -506,7 +527,7 @@ def rank_campaign(db: Database, campaign: str, *, k: int = 5, rules: RankRules |
         cid = store.get_or_create_campaign(db, campaign, model_id=ranker.model_id)
     return RankSummary(campaign, cid, ranker.model_id, len(ids), rows_written,
                        {s: n for s, n in by_source.items() if n}, no_items,
-                       round(time.perf_counter() - started, 2), repeat, ranker.note)
+                       round(time.perf_counter() - started, 2), repeat, ranker.note, lists)
 
 
 def recommend(ranker: Ranker, user_ids: Sequence[int], k: int = 5,
@@ -517,8 +538,7 @@ def recommend(ranker: Ranker, user_ids: Sequence[int], k: int = 5,
     reasons = ranker.reasons(res)
     out: dict[int, list[ItemFacts]] = {}
     for r, uid in enumerate(res.user_ids.tolist()):
-        out[uid] = [item_facts(ranker.catalog.items[j], float(res.scores[r, slot]),
-                               reasons[r][slot])
+        out[uid] = [ranker.facts(j, float(res.scores[r, slot]), reasons[r][slot])
                     for slot, j in enumerate(res.items[r].tolist()) if j >= 0]
     return out
 
