@@ -872,6 +872,24 @@ def _check_markup(message: Message) -> CheckResult:
     return _ok("message.markup", "no markup in plain-text fields")
 
 
+# What a spreadsheet reads as the start of a formula. A CSV export prefixes such a cell
+# with ' (OWASP's advice, ``export.csv_safe``), and a sending platform would then send that
+# apostrophe, so copy may not start with one.
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def _check_formula_start(message: Message) -> CheckResult:
+    """No field starts like a spreadsheet formula ('-20% today', '@Lee', '=...')."""
+    problems = [f"{fld} starts with {value.lstrip()[0]!r}"
+                for fld, value in message.fields.items()
+                if value and value.lstrip().startswith(FORMULA_STARTS)]
+    if problems:
+        return _fail("message.formula_start", "; ".join(problems[:3]) + ": a CSV export "
+                     "would put an apostrophe before it (spreadsheet formula guard) and "
+                     "customers would see it; start with a word or a number")
+    return _ok("message.formula_start", "no field starts like a spreadsheet formula")
+
+
 def check_message(message: Message, settings: CampaignSettings, *, locale: str = "en-US",
                   unsubscribe_url: str | None = None) -> list[CheckResult]:
     """Every channel rule as a named check, passing ones included (ok=True).
@@ -887,7 +905,8 @@ def check_message(message: Message, settings: CampaignSettings, *, locale: str =
     checks = [_ok("message.fields", f"{channel} fields: {', '.join(CHANNEL_FIELDS[channel])}")
               if not unknown else
               _fail("message.fields", f"unexpected {channel} field(s): {', '.join(unknown)}")]
-    checks += [_check_control_chars(message), _check_markup(message)]
+    checks += [_check_control_chars(message), _check_markup(message),
+               _check_formula_start(message)]
     if channel in ("sms", "email"):
         checks.append(_check_demo_sender(settings, channel))
     if channel == "sms":

@@ -58,7 +58,7 @@ from urllib.parse import quote
 
 from sqlite_utils import Database
 
-from .channels import control_chars, one_line
+from .channels import FORMULA_STARTS, control_chars, one_line
 from .config import SendSettings, config_from_json, demo_sender_fields, settings_from_json
 from .errors import PushgenError
 from .generate.guards import neutralize_template_syntax
@@ -290,7 +290,7 @@ def write_text_atomic(path: Path, write: Callable[[TextIO], None], *,
 # --- what may leave ---------------------------------------------------------------------------
 
 # Formula starts (OWASP CSV injection): = + - @, and tab / CR which some spreadsheets skip.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = (*FORMULA_STARTS, "\t", "\r")
 _PHONE_CELL_RE = re.compile(r"\+[\d ()./-]+")
 
 

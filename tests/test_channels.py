@@ -411,6 +411,29 @@ def test_plain_text_with_angle_brackets_and_email_html_pass():
     assert email["message.markup"].ok
 
 
+@pytest.mark.parametrize("channel,fields,bad", [
+    ("sms", {"text": f"-20% on trail shoes today\n{STOP}"}, "text starts with '-'"),
+    ("push", {"title": "@Lee, new picks", "body": "b", "deep_link": "shop://item/1"},
+     "title starts with '@'"),
+    ("email", {"subject": " =HYPERLINK(1)", "preheader": "", "text": "t", "html": "<p>x</p>"},
+     "subject starts with '='"),
+    ("email", {"subject": "Hi", "preheader": "+1 new arrival", "text": "t", "html": "<p>x</p>"},
+     "preheader starts with '+'"),
+])
+def test_copy_starting_like_a_spreadsheet_formula_fails(channel, fields, bad):
+    """A CSV export would prefix the cell with ' and the platform would send it."""
+    checks = by_name(check_message(Message(channel, fields),
+                                   CampaignSettings(name="c", channel=channel)))
+    rule = checks["message.formula_start"]
+    assert not rule.ok and rule.severity == "error" and bad in rule.message
+
+
+def test_formula_characters_inside_copy_pass():
+    sms = by_name(check_message(Message("sms", {"text": f"Save 20% - today only @ Lima\n{STOP}"}),
+                                CampaignSettings(name="c", channel="sms")))
+    assert sms["message.formula_start"].ok
+
+
 # --- links: one reader, one way to build them (findings 2 and 7) ------------------------------
 
 

@@ -417,6 +417,17 @@ def test_edit_adding_a_header_to_the_subject_is_refused_approval(db, runner, db_
     assert draft_row(db, did)["status"] == "draft"
 
 
+def test_edit_starting_the_subject_like_a_formula_cannot_be_approved(db):
+    """'-20% ...' would reach customers as "'-20% ..." through a CSV export."""
+    did = draft_id(db, "news", 1)
+    row = draft_row(db, did)
+    rv.edit(db, did, {"subject": "-20% on your picks"}, actor="eve",
+            expected_version=row["version"])
+    assert draft_row(db, did)["passed"] == 0
+    with pytest.raises(PushgenError, match="message.formula_start"):
+        rv.approve(db, did, actor="eve")
+
+
 def test_edit_with_an_encoded_deep_link_passes(db):
     """A SKU with a space: the percent-encoded link is the one that passes (finding 7)."""
     db.execute("UPDATE items SET sku = 'brown bread' WHERE sku = 'SKU-2'")
