@@ -22,3 +22,15 @@ def test_every_python_package_is_listed_in_pyproject():
         folder = ROOT.joinpath(*parts) if parts[1] not in ("bundled_templates", "bundled_prompts") \
             else ROOT / ("templates" if parts[1] == "bundled_templates" else "prompts") / Path(*parts[2:])
         assert folder.is_dir(), f"{name} is listed but {folder} does not exist"
+
+
+def test_the_cli_starts_without_importing_scipy_stats():
+    """scipy.stats costs every command (even --help) half a second: only the commands that
+    compute statistics import it."""
+    import subprocess
+    import sys
+
+    code = "import sys, pushgen.cli; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

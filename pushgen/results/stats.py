@@ -14,7 +14,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scipy import stats as _st
 
 CONFIDENCE = 0.95
 
@@ -55,6 +54,8 @@ def wilson(successes: int, trials: int, confidence: float = CONFIDENCE) -> Rate:
         raise ValueError(f"need 0 <= successes <= trials, got {successes}/{trials}")
     if trials == 0:
         return Rate(0, 0, 0.0, 0.0, 1.0)
+    from scipy import stats as _st   # here: importing scipy.stats costs every command 0.5 s
+
     ci = _st.binomtest(int(successes), int(trials)).proportion_ci(
         confidence_level=confidence, method="wilson")
     return Rate(int(successes), int(trials), successes / trials, float(ci.low), float(ci.high))
@@ -72,6 +73,8 @@ def difference(a: Rate, b: Rate, confidence: float = CONFIDENCE) -> Difference:
     if se == 0:       # both 0% or both 100%: no evidence of any difference
         return Difference(d, low, high, 0.0, 1.0, False)
     z = d / se
+    from scipy import stats as _st
+
     p = float(2 * _st.norm.sf(abs(z)))
     return Difference(d, max(low, -1.0), min(high, 1.0), z, p, p < 1 - confidence)
 
