@@ -93,9 +93,12 @@ _CONTACT = {"email": "user_email", "sms": "user_phone", "push": "user_external_i
 # 'written' (complete, not renamed), 'renamed' (final name, journal not closed).
 KILL_ENV = "PUSHGEN_TEST_KILL_EXPORT_AT"
 TMP_SUFFIX = ".pushgen-tmp"
-# Temporary names of interrupted exports, this version's and older ones'.
+# Temporary names of interrupted exports: this version's carry the database's identity
+# (``.<file>.<id12>.pushgen-tmp``), so an export only ever removes its own database's
+# (two shops may export into one folder); older versions' names carry none.
 _STALE_TMP_RE = re.compile(r"^\..+-(?:email|sms|push)-\d{8}T\d{6}Z(?:-\d+)?"
-                           r"(?:\.csv|\.jsonl)?(?:\.pushgen-tmp|\.[A-Za-z0-9_]+\.tmp)$")
+                           r"(?:\.csv|\.jsonl)?(?:\.(?P<db>[0-9a-f]{12})\.pushgen-tmp|"
+                           r"\.pushgen-tmp|\.[A-Za-z0-9_]+\.tmp)$")
 
 
 @dataclass
@@ -225,19 +228,26 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "campaign"
 
 
-def _target(out_dir: Path, campaign: str, channel: str, fmt: str) -> Path:
+def _target(out_dir: Path, campaign: str, channel: str, fmt: str, db_tag: str) -> Path:
     """A new, unused name for this export: campaign, channel and UTC time to the second."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = f"{_slug(campaign)}-{channel}-{stamp}"
     suffix = "" if fmt == "eml" else f".{fmt}"
     path, n = out_dir / f"{stem}{suffix}", 2
-    while path.exists() or _tmp_for(path).exists():
+    while path.exists() or _tmp_for(path, db_tag).exists():
         path, n = out_dir / f"{stem}-{n}{suffix}", n + 1
     return path
 
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+def _db_tag(db: Database) -> str:
+    """The database's identity as temporary export names carry it (as model folders do)."""
+    from .store.ranking import database_id
+
+    return database_id(db)[:12]
+
+
+def _tmp_for(path: Path, db_tag: str) -> Path:
+    return path.with_name(f".{path.name}.{db_tag}{TMP_SUFFIX}")
 
 
 def _kill_point(name: str) -> None:
@@ -648,13 +658,15 @@ def reconcile_exports(db: Database, *, actor: str) -> list[str]:
     return notes
 
 
-def _clean_stale_tmp(out: Path, keep: set[str]) -> list[str]:
-    """Remove unfinished temporary exports (this version's and older ones') from ``out``."""
+def _clean_stale_tmp(out: Path, keep: set[str], db_tag: str) -> list[str]:
+    """Remove unfinished temporary exports of this database (and older versions' unnamed
+    ones) from ``out``; another database's are left alone: they may be its export running."""
     if not out.is_dir():
         return []
     removed = []
     for entry in sorted(out.iterdir()):
-        if _STALE_TMP_RE.match(entry.name) and str(entry.resolve()) not in keep:
+        m = _STALE_TMP_RE.match(entry.name)
+        if m and m["db"] in (None, db_tag) and str(entry.resolve()) not in keep:
             _remove(entry)
             removed.append(entry.name)
     if not removed:
@@ -716,7 +728,8 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
     report = ExportReport(campaign=campaign, channel=channel, fmt=fmt)
     with _export_lock(db):
         report.notes += reconcile_exports(db, actor=who)
-        report.notes += _clean_stale_tmp(out, store.pending_tmp_paths(db))
+        db_tag = _db_tag(db)
+        report.notes += _clean_stale_tmp(out, store.pending_tmp_paths(db), db_tag)
         with store.write_transaction(db):
             reopen: list[tuple[dict[str, Any], str]] = []
             done_here = store.exported_in_format(db, cid, channel, fmt)
@@ -753,11 +766,11 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                 report.send_hours[plan.local_time.hour] += 1
             try:
                 out.mkdir(parents=True, exist_ok=True)
-                path = _target(out, campaign, channel, fmt).absolute()
+                path = _target(out, campaign, channel, fmt, db_tag).absolute()
             except OSError as exc:
                 raise PushgenError(f"cannot write the export into folder {out}: "
                                    f"{exc.strerror or exc}") from None
-            tmp = _tmp_for(path)
+            tmp = _tmp_for(path, db_tag)
             changed = store.set_status_many(
                 db, [{"id": m.draft_id, "version": m.version, "status": m.status,
                       "content": m.content} for m in outgoing], "exported",

@@ -510,9 +510,14 @@ def test_stale_temporary_exports_are_cleaned_up_with_a_note(db, tmp_path):
     folder.mkdir()
     (folder / "1.eml").write_text("half")
     (out / ".keep-me.tmp").write_text("a user's file")
+    ours = ex._db_tag(db)
+    (out / f".news-email-20260101T000002Z.csv.{ours}.pushgen-tmp").write_text("half")
+    # another shop exporting into the same folder: its file may be its export running now
+    theirs = ".news-email-20260101T000003Z.csv.0123456789ab.pushgen-tmp"
+    (out / theirs).write_text("another database's export in progress")
     rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=out)
-    assert _files(out) == [".keep-me.tmp", rep.path.name]
-    assert any("removed 2 unfinished temporary export(s)" in n for n in rep.notes)
+    assert _files(out) == sorted([".keep-me.tmp", theirs, rep.path.name])
+    assert any("removed 3 unfinished temporary export(s)" in n for n in rep.notes)
 
 
 def test_a_second_export_at_the_same_time_is_refused(db, db_path, tmp_path):
