@@ -141,6 +141,36 @@ def test_trim_makes_trailing_spaces_one_product_and_no_trim_keeps_them_apart(db,
     assert sorted(i["sku"] for i in catalog.iter_items(other)) == [" cream cheese ", "cream cheese"]
 
 
+def test_created_customers_take_later_cells_and_identical_repeats_write_nothing(
+        db, tmp_path, monkeypatch):
+    """--create-missing: later rows win and empty cells change nothing, across batches; a
+    row repeating the cells last merged for the same customer costs no write."""
+    from pushgen.ingest import importer
+
+    monkeypatch.setattr(importer, "BATCH_SIZE", 1)          # every row its own batch
+    written: list[str] = []
+    upsert = catalog.upsert_users
+
+    def counting(db_, rows):
+        written.extend(r["external_id"] for r in rows)
+        return upsert(db_, rows)
+
+    monkeypatch.setattr(catalog, "upsert_users", counting)
+    path = _write(tmp_path / "e.csv", "user,item,ts,user.name,user.locale\n"
+                  "n1,tea,2026-01-01,Ana,\n"         # creates n1
+                  "n1,tea,2026-01-02,Ana,\n"         # the same cells: nothing to write
+                  "n1,tea,2026-01-03,,zh-CN\n"       # an empty name keeps Ana
+                  "n1,tea,2026-01-04,Ana,\n"         # Ana again after other cells
+                  "n1,tea,2026-01-05,Bea,\n"         # a later name wins
+                  "n1,tea,2026-01-06,Bea,\n")
+    report = import_file(db, "events", path, constants={"kind": "purchase"},
+                         create_missing=True)
+    assert report.users_created == 1 and report.inserted == 6
+    user = next(u for u in catalog.iter_users(db) if u["external_id"] == "n1")
+    assert (user["name"], user["locale"]) == ("Bea", "zh-CN")
+    assert written == ["n1"] * 4
+
+
 # --- encodings ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("encoding,title", [("gb18030", "西湖龙井绿茶"), ("big5", "凍頂烏龍茶"),
