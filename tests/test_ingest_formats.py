@@ -171,6 +171,23 @@ def test_created_customers_take_later_cells_and_identical_repeats_write_nothing(
     assert written == ["n1"] * 4
 
 
+def test_classic_mac_line_ends_are_read_and_errors_name_the_right_line(db, tmp_path):
+    """A CR-only file (old Mac exports) gave Python's 'new-line character seen in unquoted
+    field'; it is read like any other."""
+    path = _write(tmp_path / "u.csv", 'external_id,name,email\nc1,Ana,a@x.example\n'
+                  'c2,"Bo, B.",b@x.example\nc3,Cy,c@x.example\n', newline="\r")
+    assert b"\n" not in path.read_bytes()
+    report = import_file(db, "users", path)
+    assert report.inserted == 3
+    names = {u["external_id"]: u["name"] for u in catalog.iter_users(db)}
+    assert (names["c1"], names["c2"], names["c3"]) == ("Ana", "Bo, B.", "Cy")
+    bad = _write(tmp_path / "bad.csv", "external_id,name,email\nc4,Di,d@x.example\n"
+                 "c5,Ed\n", newline="\r")
+    with pytest.raises(InputError, match=r"bad\.csv:3: 2 values but the header has 3") as err:
+        import_file(db, "users", bad)
+    assert "new-line character" not in str(err.value)
+
+
 # --- encodings ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("encoding,title", [("gb18030", "西湖龙井绿茶"), ("big5", "凍頂烏龍茶"),

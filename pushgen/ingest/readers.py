@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import InputError
 from .values import MAX_VALUE_CHARS
@@ -95,13 +95,40 @@ def _need(module: str, what: str) -> Any:
                          f"{EXTRA_HINT}") from None
 
 
+def _cr_only(handle: IO[bytes]) -> bool:
+    """Whether lines end with a bare CR (classic Mac OS, some old exports): the first 64 KB
+    hold a CR and no LF."""
+    head = handle.read(65536)
+    handle.seek(0)
+    return b"\r" in head and b"\n" not in head
+
+
+def _split_at_cr(handle: IO[bytes]) -> Iterator[bytes]:
+    """The lines of a CR-only file, CR kept (a line over MAX_LINE_BYTES is yielded whole
+    for the caller to refuse)."""
+    rest = b""
+    while chunk := handle.read(1 << 16):
+        rest += chunk
+        *lines, rest = rest.split(b"\r")
+        for line in lines:
+            yield line + b"\r"
+        if len(rest) > MAX_LINE_BYTES:
+            yield rest
+            return
+    if rest:
+        yield rest
+
+
 def _lines(path: Path, encoding: str, counter: ByteCounter) -> Iterator[str]:
-    """Decoded physical lines (line ends kept), UTF-8 BOM dropped, length-limited."""
+    """Decoded physical lines (line ends kept: LF, CRLF or a bare CR), UTF-8 BOM dropped,
+    length-limited."""
     source = str(path)
     with open(path, "rb") as handle:
         number = 0
+        cr_lines = _split_at_cr(handle) if _cr_only(handle) else None
         while True:
-            raw = handle.readline(MAX_LINE_BYTES + 1)
+            raw = (next(cr_lines, b"") if cr_lines is not None
+                   else handle.readline(MAX_LINE_BYTES + 1))
             if not raw:
                 return
             number += 1
