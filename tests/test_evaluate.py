@@ -10,7 +10,7 @@ from pushgen.cli.app import app
 from pushgen.errors import PushgenError
 from pushgen.ranking import EventLog, TrainParams, train
 from pushgen.ranking.evaluate import (ConstantScorer, EvalData, RandomScorer, compare,
-                                      evaluate_store, split_masks, split_store_events)
+                                      evaluate_store, split_store_events)
 from pushgen.ranking.metrics import evaluate_scores
 
 from _ranker_helpers import make_shop
@@ -46,20 +46,30 @@ def test_excluded_items_never_count_and_candidates_restrict():
     assert m.precision == 1.0 and m.auc == 1.0 and m.coverage == 0.5
 
 
-def test_splits():
-    user = np.repeat(np.arange(10), 10)
-    item = np.tile(np.arange(10), 10)
-    ts = np.arange(100, dtype=float)
-    assert 5 < split_masks(user, item, None, "random", 0.2).sum() < 40
-    t = split_masks(user, item, ts, "time", 0.2)
-    assert t.sum() == 20 and t[-20:].all()
-    cu = split_masks(user, item, None, "cold-users", 0.2)
-    held = np.unique(user[cu])
-    assert len(held) == 2 and not np.isin(user[~cu], held).any()
-    ci = split_masks(user, item, None, "cold-items", 0.3)
-    assert len(np.unique(item[ci])) == 3 and not np.isin(item[~ci], item[ci]).any()
+def test_random_and_cold_splits():
+    """The splits evaluate uses: random interactions; cold users / items held out whole."""
+    events = [(u, 100 + i, "purchase", 1, f"2026-01-{1 + (u + i) % 28:02d}T10:00:00+00:00")
+              for u in range(1, 11) for i in range(10)]
+    users = [{"id": u, "attributes": {}} for u in range(1, 11)]
+    items = [{"id": 100 + i, "sku": f"S{i}", "title": f"T{i}", "attributes": {}}
+             for i in range(10)]
+    log = EventLog.from_tuples(events)
+
+    def split(kind: str, fraction: float):
+        return split_store_events(users, items, log, TrainParams(), kind, fraction=fraction)
+
+    rnd = split("random", 0.2)
+    assert 5 < rnd.test.nnz < 40 and rnd.train.nnz + rnd.test.nnz == 100
+    cold_users = split("cold-users", 0.2)
+    held = np.flatnonzero(np.diff(cold_users.test.indptr) > 0)
+    assert len(held) == 2 and cold_users.train[held].nnz == 0 and cold_users.test.nnz == 20
+    assert cold_users.protocols == ("repeat",)
+    cold_items = split("cold-items", 0.3)
+    held_items = np.unique(cold_items.test.indices)
+    assert len(held_items) == 3 and cold_items.train[:, held_items].nnz == 0
+    assert sorted(cold_items.candidates.tolist()) == held_items.tolist()
     with pytest.raises(PushgenError, match="unknown split"):
-        split_masks(user, item, None, "sideways")
+        split("sideways", 0.2)
 
 
 def test_constant_scores_measure_like_random():

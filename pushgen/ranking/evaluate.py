@@ -132,26 +132,6 @@ def split_store_events(users: Sequence[Mapping[str, Any]], items: Sequence[Mappi
                     today, note)
 
 
-def split_masks(user: np.ndarray, item: np.ndarray, ts: np.ndarray | None, split: str,
-                fraction: float = 0.2, seed: int = 42) -> np.ndarray:
-    """Boolean "goes to test" for each interaction under a random, time or cold split."""
-    rng = np.random.default_rng(seed)
-    if split == "random":
-        return rng.random(len(user)) < fraction
-    if split == "time":
-        if ts is None:
-            raise PushgenError("time split needs event timestamps")
-        days = np.unique(ts)
-        n_held = max(1, int(round(len(days) * fraction)))
-        return ts >= days[len(days) - n_held]
-    if split in ("cold-users", "cold-items"):
-        ids = user if split == "cold-users" else item
-        uniq = np.unique(ids)
-        held = rng.choice(uniq, size=max(1, int(round(len(uniq) * fraction))), replace=False)
-        return np.isin(ids, held)
-    raise PushgenError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-
-
 # -- scorers ---------------------------------------------------------------------------------------
 class Scorer(Protocol):
     name: str
@@ -421,4 +401,4 @@ def evaluate_store(db: Database, split: str = "time", k: int = 10,
 __all__ = ["SPLITS", "PROTOCOLS", "EvalData", "Comparison", "Scorer", "RandomScorer",
            "ConstantScorer", "PopularityScorer", "BuyAgainScorer", "LightFMScorer",
            "ServedScorer", "HybridOfServed", "compare", "default_scorers", "evaluate_store",
-           "split_store_events", "split_masks", "check_evaluate_args"]
+           "split_store_events", "check_evaluate_args"]
