@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from pushgen.results.stats import difference, plain_verdict, wilson
+from pushgen.results.stats import Difference, adjust_family, difference, plain_verdict, wilson
 
 
 def test_wilson_matches_the_formula_and_handles_the_edges():
@@ -51,3 +51,17 @@ def test_no_difference_is_said_plainly():
     assert not d.significant and "not significant" in plain_verdict(d)
     same = difference(wilson(0, 100), wilson(0, 120))
     assert same.p_value == 1.0 and not same.significant
+
+
+def test_a_family_of_differences_is_judged_on_benjamini_hochberg_p_values():
+    """Four comparisons with raw p 0.01, 0.04, 0.03, 0.5: three look significant alone;
+    by hand, BH gives 0.04, 0.0533, 0.0533, 0.5, so only the first is."""
+    diffs = [Difference(0.1, 0.01, 0.2, 2.5, p, p < 0.05) for p in (0.01, 0.04, 0.03, 0.5)]
+    family = adjust_family(diffs)
+    assert [d.p_adjusted for d in family] == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert [d.significant for d in family] == [True, False, False, False]
+    assert [d.p_value for d in family] == [0.01, 0.04, 0.03, 0.5] and family[0].family == 4
+    line = plain_verdict(family[1], "segment B vs A, converted")
+    assert "p = 0.04, 0.0533 adjusted for 4 comparisons: not significant" in line
+    alone = adjust_family(diffs[:1])
+    assert alone[0].p_adjusted is None and alone[0].significant

@@ -31,7 +31,7 @@ from ..errors import PushgenError
 from ..segments import profile_segment
 from ..store import outcomes as store
 from ..store.assignments import split as stored_split
-from .stats import Difference, Rate, difference, mean_per, plain_verdict, wilson
+from .stats import Difference, Rate, adjust_family, difference, mean_per, plain_verdict, wilson
 
 FUNNEL: tuple[str, ...] = ("sent", "delivered", "opened", "clicked", "converted")
 OTHER_EVENTS: tuple[str, ...] = ("bounced", "unsubscribed", "complained")
@@ -198,15 +198,16 @@ def _compare(dimension: str, groups: list[GroupResult]) -> list[Comparison]:
     if len(groups) < 2:
         return []
     ref = groups[0] if dimension == "variant" else max(groups, key=lambda g: g.recipients)
-    out = []
+    made = []
     for g in groups:
         if g is ref or not g.recipients or not ref.recipients:
             continue
         for metric in COMPARED.get(dimension, DEFAULT_COMPARED):
-            d = difference(g.rates[metric], ref.rates[metric])
-            out.append(Comparison(dimension, metric, g.label, ref.label, d,
-                                  plain_verdict(d, f"{g.label} vs {ref.label}, {metric}")))
-    return out
+            made.append((g, metric, difference(g.rates[metric], ref.rates[metric])))
+    family = adjust_family([d for _, _, d in made])      # one family per dimension
+    return [Comparison(dimension, metric, g.label, ref.label, d,
+                       plain_verdict(d, f"{g.label} vs {ref.label}, {metric}"))
+            for (g, metric, _), d in zip(made, family)]
 
 
 def _parse(ts: str) -> _dt.datetime:
@@ -230,12 +231,10 @@ def _uplifts(db: Database, campaign_id: int, window: dict[str, Any], picks: dict
     if len(treated) > 1:
         rows += [(f"variant {v}" + (" (random pick)" if picks.get(v) == "random" else ""), n, b)
                  for v, n, b in treated]
-    out = []
-    for label, n, b in rows:
-        rate = wilson(b, n)
-        d = difference(rate, hold)
-        out.append(Uplift(label, rate, hold, d,
-                          plain_verdict(d, f"uplift of {label} over the hold-out")))
+    rates = [wilson(b, n) for _, n, b in rows]
+    family = adjust_family([difference(rate, hold) for rate in rates])
+    out = [Uplift(label, rate, hold, d, plain_verdict(d, f"uplift of {label} over the hold-out"))
+           for (label, _, _), rate, d in zip(rows, rates, family)]
     return out, by_variant
 
 

@@ -6,10 +6,15 @@ which behaves at 0% and 100% where the normal approximation does not. Two rates 
 with the pooled two-proportion z-test (the same p-value as a 2x2 chi-square test without
 continuity correction) and the difference gets Newcombe's hybrid score interval (method 10
 of Newcombe, *Statistics in Medicine* 17, 1998), built from the two Wilson intervals.
+Differences made together (every group and metric of one dimension, the uplift rows) are
+one family: their p-values are adjusted with Benjamini-Hochberg
+(``scipy.stats.false_discovery_control``) and significance is judged on the adjusted
+value, so comparing twenty segments does not make one "significant" by chance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,7 +47,9 @@ class Difference:
     high: float
     z: float
     p_value: float
-    significant: bool
+    significant: bool            # at the confidence level, on p_adjusted when there is one
+    p_adjusted: float | None = None   # Benjamini-Hochberg over the family it was made in
+    family: int = 1              # how many differences were made together
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,13 +91,30 @@ def mean_per(total: float, trials: int) -> float:
     return total / trials if trials else 0.0
 
 
+def adjust_family(diffs: list[Difference], confidence: float = CONFIDENCE
+                  ) -> list[Difference]:
+    """``diffs`` made together, with Benjamini-Hochberg adjusted p-values and significance
+    judged on them (a family of one is returned as it is)."""
+    if len(diffs) < 2:
+        return list(diffs)
+    from scipy.stats import false_discovery_control
+
+    adjusted = false_discovery_control([d.p_value for d in diffs], method="bh")
+    return [dataclasses.replace(d, p_adjusted=float(q), family=len(diffs),
+                                significant=bool(q < 1 - confidence))
+            for d, q in zip(diffs, adjusted)]
+
+
 def plain_verdict(diff: Difference, what: str = "difference") -> str:
     """One line a campaign manager can read: significant or not, and by how much."""
     pts = f"{diff.diff * 100:+.2f} points (95% CI {diff.low * 100:+.2f} to {diff.high * 100:+.2f})"
+    p = f"p = {diff.p_value:.3g}"
+    if diff.p_adjusted is not None:
+        p += f", {diff.p_adjusted:.3g} adjusted for {diff.family} comparisons"
     if diff.significant:
-        return f"{what}: {pts}, p = {diff.p_value:.3g}: significant"
-    return f"{what}: {pts}, p = {diff.p_value:.3g}: not significant (could be chance)"
+        return f"{what}: {pts}, {p}: significant"
+    return f"{what}: {pts}, {p}: not significant (could be chance)"
 
 
 __all__ = ["CONFIDENCE", "Rate", "Difference", "wilson", "difference", "mean_per",
-           "plain_verdict"]
+           "adjust_family", "plain_verdict"]
