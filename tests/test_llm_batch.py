@@ -205,6 +205,48 @@ def test_batch_file_and_import_for_vllm(shop: Path, runner, tmp_path: Path) -> N
     assert len(drafts(shop, "b")) == consented
 
 
+def test_results_are_read_line_by_line_and_stored_in_chunks(shop: Path, runner,
+                                                           tmp_path: Path, monkeypatch) -> None:
+    """A results file is never read whole: chunks of IMPORT_CHUNK lines, each its own
+    transaction, after a first pass that refuses a broken line anywhere (here the last)
+    before anything is stored; an over-long line is refused with its own line number."""
+    from pushgen.generate import batch
+
+    monkeypatch.setattr(batch, "IMPORT_CHUNK", 2)
+    requests_file, results = tmp_path / "out.jsonl", tmp_path / "results.jsonl"
+    common = ["--channel", "email", "--generator", "llm", "--model", "llama3"]
+    assert _run(runner, shop, *common, "--batch-file", str(requests_file))[0].exit_code == 0
+    n = _run_batch_file(requests_file, results)
+    good = results.read_bytes().splitlines()
+    results.write_bytes(b"\n".join(good + [b'{"custom_id": "x", "broken'] ) + b"\n")
+    bad, out = _run(runner, shop, *common, "--import-batch-results", str(results))
+    assert bad.exit_code == 1 and f"results.jsonl:{n + 1}: not a JSON object" in out
+    assert rows(shop, "SELECT count(*) FROM llm_cache")[0][0] == 0
+    monkeypatch.setattr(batch, "MAX_LINE_BYTES", max(len(x) for x in good) + 10)
+    long_line = b'{"custom_id": "' + b"x" * (batch.MAX_LINE_BYTES + 50) + b'"}'
+    results.write_bytes(b"\n".join(good[:3] + [long_line] + good[3:]) + b"\n")
+    bad, out = _run(runner, shop, *common, "--import-batch-results", str(results))
+    assert bad.exit_code == 1 and "results.jsonl:4: result line over" in out
+    results.write_bytes(b"\n".join(good) + b"\n")
+    res, out = _run(runner, shop, *common, "--import-batch-results", str(results))
+    assert res.exit_code == 0 and f"Collected {n} answer(s)" in out and n > 4
+    assert rows(shop, "SELECT count(*) FROM llm_cache")[0][0] == n
+
+
+def test_a_downloaded_output_file_is_spooled_to_disk(shop: Path, runner, monkeypatch) -> None:
+    """Response bodies past SPOOL_IN_MEMORY wait in a temporary file: the whole round trip
+    works with a 64-byte spool (every body, chat and file, goes through the disk)."""
+    from pushgen.generate import llm_client
+
+    monkeypatch.setattr(llm_client, "SPOOL_IN_MEMORY", 64)
+    with FakeOpenAI() as server:
+        assert _run(runner, shop, "--batch", url=server.url)[0].exit_code == 0
+        server.finish_batches()
+        res, out = _run(runner, shop, "--collect")
+        assert res.exit_code == 0, res.output
+        assert len(drafts(shop, "b")) == _consented(shop) and _live_calls(server) == 0
+
+
 def test_batch_options_are_checked(shop: Path, runner, tmp_path: Path) -> None:
     res, out = _run(runner, shop, "--collect")
     assert res.exit_code == 1 and "has no batch to collect" in out

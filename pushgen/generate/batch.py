@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import openai
 from sqlite_utils import Database
@@ -39,6 +39,7 @@ BATCH_URL = "/v1/chat/completions"
 MAX_REQUESTS = 50_000             # OpenAI: requests per batch file
 MAX_BYTES = 190 * 1024 * 1024     # OpenAI: 200 MB per batch file (with a margin)
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one result line; a longer one is refused
+IMPORT_CHUNK = 5000               # result lines stored per transaction
 TRIES = 2                         # a request that failed in this many batches is not resent
 FILE_ENDPOINT = "batch-file"      # cache identity of answers imported without --base-url
 
@@ -150,9 +151,22 @@ class BatchAPI:
     def retrieve(self, batch_id: str) -> Any:
         return self._call(f"reading batch {batch_id}", self.openai.batches.retrieve, batch_id)
 
-    def download(self, file_id: str) -> bytes:
-        res = self._call(f"downloading file {file_id}", self.openai.files.content, file_id)
-        return bytes(res.content)
+    def download(self, file_id: str) -> IO[bytes]:
+        """The file's content in a temporary file, to be read line by line (the output file
+        of a million requests is about a gigabyte)."""
+        def fetch() -> IO[bytes]:
+            out = tempfile.TemporaryFile()
+            try:
+                with self.openai.files.with_streaming_response.content(file_id) as res:
+                    for chunk in res.iter_bytes(1 << 16):
+                        out.write(chunk)
+            except BaseException:
+                out.close()
+                raise
+            out.seek(0)
+            return out
+
+        return self._call(f"downloading file {file_id}", fetch)
 
     def close(self) -> None:
         self.client.close()
@@ -246,8 +260,9 @@ def collect(db: Database, api: BatchAPI, gen: LLMGenerator, campaign_id: int, ca
             failures.append(f"batch {b.id} failed: {error}")
         for fid in (b.output_file_id, b.error_file_id):
             if fid:
-                got = import_lines(db, gen, campaign_id, _numbered(api.download(fid)),
-                                   origin=f"batch {b.id} file {fid}", strict=False)
+                with api.download(fid) as fh:
+                    got = import_lines(db, gen, campaign_id, _numbered(fh),
+                                       origin=f"batch {b.id} file {fid}", strict=False)
                 _add(done, got)
         store.close(db, row.id, status=str(b.status), error=error)
     if failures:
@@ -260,15 +275,18 @@ def import_file(db: Database, gen: LLMGenerator, campaign_id: int,
                 path: str | os.PathLike[str]) -> Collected:
     """Read a results file (vLLM ``run-batch -o`` or an OpenAI output file) into the cache.
 
-    One transaction: a broken line (not JSON, no custom_id) refuses the whole file with its
-    line number. Lines that are not requests of this campaign are counted and skipped."""
+    A broken line (not JSON, no custom_id) refuses the whole file with its line number before
+    anything is stored (the file is read twice, line by line, never whole). Lines that are
+    not requests of this campaign are counted and skipped."""
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            data = fh.read()
+            for n, raw in _numbered(fh):
+                _result(n, raw, str(p), True, Collected())
+            fh.seek(0)
+            got = import_lines(db, gen, campaign_id, _numbered(fh), origin=str(p), strict=True)
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror or exc})", file=str(p)) from None
-    got = import_lines(db, gen, campaign_id, _numbered(data), origin=str(p), strict=True)
     if got.answered + got.failed + got.already == 0:
         raise InputError(f"none of its {got.unknown} result line(s) answers a request of this "
                          "campaign (written with --batch-file for the same campaign, model "
@@ -279,10 +297,17 @@ def import_file(db: Database, gen: LLMGenerator, campaign_id: int,
     return got
 
 
-def _numbered(data: bytes) -> Iterator[tuple[int, bytes]]:
-    for n, line in enumerate(data.split(b"\n"), 1):
-        if line.strip():
-            yield n, line
+def _numbered(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines; a line over MAX_LINE_BYTES comes
+    cut at MAX_LINE_BYTES + 1 bytes (for the reader to refuse), its rest skipped."""
+    n = 0
+    while raw := fh.readline(MAX_LINE_BYTES + 1):
+        n += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+        if raw.strip():
+            yield n, raw
 
 
 def _add(total: Collected, part: Collected) -> None:
@@ -305,33 +330,56 @@ def _error_text(obj: dict[str, Any]) -> str:
     return f"HTTP {resp.get('status_code')}: {inner.get('message') or 'error'}"[:300]
 
 
+def _result(n: int, raw: bytes, origin: str, strict: bool, got: Collected
+            ) -> dict[str, Any] | None:
+    """Result line ``n`` as an object with a custom_id; None (counted as unknown) for a
+    broken line, which ``strict`` refuses instead."""
+    if len(raw) > MAX_LINE_BYTES:
+        if strict:
+            raise InputError(f"result line over {MAX_LINE_BYTES:,} bytes", file=origin, line=n)
+        got.unknown += 1
+        return None
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if strict:
+            raise InputError(f"not a JSON object ({exc})", file=origin, line=n) from None
+        got.unknown += 1
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
+        if strict:
+            raise InputError("not a batch result (no custom_id)", file=origin, line=n,
+                             field="custom_id")
+        got.unknown += 1
+        return None
+    return obj
+
+
 def import_lines(db: Database, gen: LLMGenerator, campaign_id: int,
                  lines: Iterable[tuple[int, bytes]], *, origin: str, strict: bool
                  ) -> Collected:
-    """Cache the valid answers among result ``lines`` and mark every matched request."""
+    """Cache the valid answers among result ``lines`` and mark every matched request,
+    IMPORT_CHUNK lines per transaction (memory stays flat however long the file is)."""
     got = Collected()
     parsed: list[tuple[int, dict[str, Any]]] = []
     for n, raw in lines:
-        if len(raw) > MAX_LINE_BYTES:
-            if strict:
-                raise InputError(f"result line over {MAX_LINE_BYTES:,} bytes", file=origin,
-                                 line=n)
-            got.unknown += 1
-            continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            if strict:
-                raise InputError(f"not a JSON object ({exc})", file=origin, line=n) from None
-            got.unknown += 1
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
-            if strict:
-                raise InputError("not a batch result (no custom_id)", file=origin, line=n,
-                                 field="custom_id")
-            got.unknown += 1
-            continue
-        parsed.append((n, obj))
+        obj = _result(n, raw, origin, strict, got)
+        if obj is not None:
+            parsed.append((n, obj))
+        if len(parsed) >= IMPORT_CHUNK:
+            _import_parsed(db, gen, campaign_id, parsed, got, strict)
+            parsed = []
+    if parsed:
+        _import_parsed(db, gen, campaign_id, parsed, got, strict)
+    return got
+
+
+def _import_parsed(db: Database, gen: LLMGenerator, campaign_id: int,
+                   parsed: list[tuple[int, dict[str, Any]]], total: Collected,
+                   from_file: bool) -> None:
+    """Store one chunk of parsed result lines (one transaction), counting into ``total``
+    (``from_file``: read from a results file, else downloaded from a batch)."""
+    got = Collected()
     known = store.lookup(db, campaign_id, [obj["custom_id"] for _, obj in parsed])
     answers, marks = [], []
     for n, obj in parsed:
@@ -370,14 +418,14 @@ def import_lines(db: Database, gen: LLMGenerator, campaign_id: int,
             request={"messages": sent.get("messages"),
                      "params": {"temperature": sent.get("temperature")}},
             content=content, tokens_prompt=tp, tokens_completion=tc, block_key=block_key,
-            response_format=fmt, source="batch" if not strict else "import"))
+            response_format=fmt, source="import" if from_file else "batch"))
         marks.append((row_id, cid, "answered", None))
         got.answered += 1
         got.tokens_prompt += tp
         got.tokens_completion += tc
     store.record_results(db, answers, marks)
     gen.imported(got.answered + got.failed, got.tokens_prompt, got.tokens_completion)
-    return got
+    _add(total, got)
 
 
 __all__ = ["BatchAPI", "Collected", "submit", "send", "write_file", "collect", "import_file",

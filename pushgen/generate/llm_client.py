@@ -31,6 +31,7 @@ import email.utils
 import ipaddress
 import json
 import os
+import tempfile
 import threading
 import time
 import urllib.request
@@ -48,6 +49,7 @@ from ..errors import PushgenError
 
 RETRY_AFTER_CAP = 30.0          # seconds: never sleep longer than this on a Retry-After
 MAX_RESPONSE_BYTES = 1_000_000  # a chat completion of marketing copy is a few KB
+SPOOL_IN_MEMORY = 8 * 1024 * 1024   # a response body beyond this waits in a temporary file
 LOCAL_KEY = "sk-local"          # local servers ignore the key but the client wants one
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 READ_SLICE = 0.25               # seconds: longest blocking read before checking for a stop
@@ -232,11 +234,29 @@ def _proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(urlsplit(url).scheme)
 
 
+class _SpooledBody(httpx2.SyncByteStream):
+    """A body read to its end, kept in memory up to SPOOL_IN_MEMORY bytes and in a
+    temporary file beyond (a batch output file can be a gigabyte)."""
+
+    def __init__(self, spool: Any) -> None:
+        self._spool = spool
+
+    def __iter__(self) -> Any:
+        self._spool.seek(0)
+        while chunk := self._spool.read(1 << 16):
+            yield chunk
+
+    def close(self) -> None:
+        self._spool.close()
+
+
 class GuardedTransport(httpx2.HTTPTransport):
     """httpx transport with a total deadline per request and a cap on the body size.
 
     The body is read here, inside the deadline, so the openai client gets a response whose
-    content is already complete (or an exception)."""
+    content is already complete (or an exception). It is spooled: past SPOOL_IN_MEMORY
+    bytes it goes to a temporary file, so a caller that streams it (a batch file download)
+    holds only a slice in memory."""
 
     def __init__(self, *, seconds: float, max_bytes: int, stop: threading.Event,
                  connections: int, base_url: str) -> None:
@@ -256,18 +276,23 @@ class GuardedTransport(httpx2.HTTPTransport):
         try:
             request.headers["Accept-Encoding"] = "identity"  # the cap counts real bytes
             response = super().handle_request(request)
-            body = bytearray()
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+            size = 0
             try:
                 for chunk in response.stream:
-                    body += chunk
-                    if len(body) > self.max_bytes:
+                    size += len(chunk)
+                    if size > self.max_bytes:
                         raise ResponseTooLarge(
                             f"the endpoint's answer is over {self.max_bytes:,} bytes; refused "
                             "(raise max_response_bytes if your answers are really this long)")
+                    spool.write(chunk)
+            except BaseException:
+                spool.close()
+                raise
             finally:
                 response.stream.close()
             return httpx2.Response(response.status_code, headers=response.headers,
-                                   content=bytes(body), extensions=response.extensions)
+                                   stream=_SpooledBody(spool), extensions=response.extensions)
         finally:
             _local.budget = None
 
