@@ -13,7 +13,7 @@ import pytest
 
 from pushgen.ingest import importer
 from pushgen.errors import InputError
-from pushgen.ingest import import_file, import_rows, parse_timestamp
+from pushgen.ingest import ImportOptions, import_file, import_rows, parse_timestamp
 from pushgen.store import catalog, open_store
 
 USERS_CSV = (
@@ -305,6 +305,28 @@ def test_import_rows_same_validation(db):
 ])
 def test_parse_timestamp(text, expected):
     assert parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize("text,formats,expected", [
+    ("2026-03-01 10:00", (), "2026-03-01T02:00:00+00:00"),            # Shanghai is +08:00
+    ("2026-03-01T10:00:00", (), "2026-03-01T02:00:00+00:00"),
+    ("2026-03-01", (), "2026-02-28T16:00:00+00:00"),                  # local midnight
+    ("2026-03-01T10:00:00+01:00", (), "2026-03-01T09:00:00+00:00"),   # an offset keeps it
+    ("2026-03-01T10:00:00Z", (), "2026-03-01T10:00:00+00:00"),
+    ("01.03.2026 10:00", ("%d.%m.%Y %H:%M",), "2026-03-01T02:00:00+00:00"),
+])
+def test_times_without_an_offset_are_read_in_the_given_timezone(text, formats, expected):
+    assert parse_timestamp(text, "ts", formats, "Asia/Shanghai") == expected
+
+
+def test_timezone_daylight_saving_and_unknown_zones():
+    berlin = "Europe/Berlin"
+    assert parse_timestamp("2026-07-01 12:00", "ts", (), berlin) == "2026-07-01T10:00:00+00:00"
+    assert parse_timestamp("2026-01-01 12:00", "ts", (), berlin) == "2026-01-01T11:00:00+00:00"
+    # 02:30 on 29 March does not exist in Berlin: read with the offset before the change
+    assert parse_timestamp("2026-03-29 02:30", "ts", (), berlin) == "2026-03-29T01:30:00+00:00"
+    with pytest.raises(InputError, match="unknown timezone 'Mars/Base'"):
+        ImportOptions(timezone="Mars/Base")
 
 
 def test_progress_callback_reports_bytes(loaded, tmp_path):

@@ -60,6 +60,25 @@ def test_constant_column_and_date_formats_tried_in_order(shop, tmp_path):
                              ("u1", "tea", "purchase", "2015-04-27T00:00:00+00:00", 1.0, 1.0)]
 
 
+def test_timezone_option_reads_local_times_of_every_row(shop, tmp_path, runner):
+    """--timezone: an export in the shop's local time (no offsets) is stored as UTC."""
+    path = _write(tmp_path / "e.csv", "user,item,kind,ts\nu1,tea,purchase,2026-03-01 09:30\n"
+                  "u2,mug,purchase,2026-03-01T09:30:00+00:00\n")
+    db_path = tmp_path / "tz.db"
+    shop_db = open_store(db_path)
+    import_rows(shop_db, "users", [{"external_id": "u1"}, {"external_id": "u2"}])
+    import_rows(shop_db, "items", [{"sku": "tea", "title": "Tea"}, {"sku": "mug", "title": "Mug"}])
+    bad = runner.invoke(app, ["import", "events", str(path), "--timezone", "Shanghai",
+                              "--db", str(db_path)])
+    assert bad.exit_code == 1 and "unknown timezone 'Shanghai'" in bad.output
+    assert not bad.exception or isinstance(bad.exception, SystemExit)
+    res = runner.invoke(app, ["import", "events", str(path), "--timezone", "Asia/Shanghai",
+                              "--db", str(db_path)])
+    assert res.exit_code == 0, res.output
+    assert sorted(r[3] for r in _events(shop_db)) == ["2026-03-01T01:30:00+00:00",
+                                                      "2026-03-01T09:30:00+00:00"]
+
+
 @pytest.mark.parametrize("value,hint", [
     ("27-04-2015", "day first? add --date-format '%d-%m-%Y'"),
     ("04/27/2015 10:00", "month first? add --date-format '%m/%d/%Y %H:%M'"),

@@ -57,6 +57,13 @@ DateFormatOption = Annotated[
                       "(repeatable: tried in order; 'iso' means ISO 8601). Without it dates "
                       "must be ISO 8601; an ambiguous 03-04-2015 is refused."),
 ]
+TimezoneOption = Annotated[
+    str | None,
+    typer.Option("--timezone", metavar="ZONE",
+                 help="IANA timezone of dates and times without an offset, e.g. "
+                      "Asia/Shanghai or Europe/Berlin (the shop's local time); without it "
+                      "they are taken as UTC. Times with an offset (Z, +08:00) keep it."),
+]
 DelimiterOption = Annotated[
     str | None,
     typer.Option("--delimiter", metavar="CHAR",
@@ -183,13 +190,13 @@ def _run_import(kind: str, file: Path, db: Path, *, maps: list[str] | None,
                 decimal_comma: bool, nulls: list[str] | None, encoding: str, trim: bool,
                 sheet: str | None, skip_invalid: bool, rejects: Path | None,
                 preset: str | None = None, create_missing: bool = False,
-                as_json: bool = False) -> ImportReport:
+                as_json: bool = False, timezone: str | None = None) -> ImportReport:
     options = ImportOptions(
         mapping=parse_mapping(maps),
         constants=parse_pairs(sets, "--set", "COLUMN=VALUE (e.g. kind=purchase)"),
         preset=preset, date_formats=tuple(date_formats or ()), delimiter=delimiter,
         decimal_comma=decimal_comma, nulls=tuple(nulls or ()), encoding=encoding, trim=trim,
-        create_missing=create_missing, sheet=sheet)
+        create_missing=create_missing, sheet=sheet, timezone=timezone)
     reject_path = (rejects or default_reject_path(file)) if skip_invalid else None
     console = Console(stderr=as_json)       # --json: tables to stderr, the document to stdout
     store = open_store(db)
@@ -218,7 +225,7 @@ def import_users(file: FileArgument, map: MapOption = None, set: SetOption = Non
                  encoding: EncodingOption = "utf-8", trim: TrimOption = True,
                  sheet: SheetOption = None, skip_invalid: SkipOption = False,
                  rejects: RejectsOption = None, as_json: JsonOption = False,
-                 db: DbOption = DEFAULT_DB) -> None:
+                 timezone: TimezoneOption = None, db: DbOption = DEFAULT_DB) -> None:
     """Import or update customers (key: external_id).
 
     Columns: external_id (required), name, email, phone, locale, timezone,
@@ -233,7 +240,7 @@ def import_users(file: FileArgument, map: MapOption = None, set: SetOption = Non
     _run_import("users", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
                 trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
-                as_json=as_json)
+                as_json=as_json, timezone=timezone)
 
 
 @import_app.command("items")
@@ -272,11 +279,13 @@ def import_events(
                                      "are not in the store yet (ids only, no consent; "
                                      "presets always do).")] = False,
         skip_invalid: SkipOption = False, rejects: RejectsOption = None,
-        as_json: JsonOption = False, db: DbOption = DEFAULT_DB) -> None:
+        as_json: JsonOption = False, timezone: TimezoneOption = None,
+        db: DbOption = DEFAULT_DB) -> None:
     """Import interactions (views, carts, purchases, returns...).
 
     Columns: user (external_id), item (sku), kind, ts (ISO 8601 date or
-    datetime, or --date-format; stored as UTC), quantity (default 1; a negative
+    datetime, or --date-format; stored as UTC; a time without an offset is
+    UTC unless --timezone names the shop's zone), quantity (default 1; a negative
     quantity on a purchase is a return), value (a rating; default 1). Rows
     without a customer are skipped and counted. Lines repeated in a file are
     one event with their quantities summed; re-importing the same file adds
@@ -293,7 +302,7 @@ def import_events(
     _run_import("events", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null, encoding=encoding,
                 trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
-                as_json=as_json,
+                as_json=as_json, timezone=timezone,
                 preset=preset, create_missing=create_missing)
 
 
@@ -303,7 +312,8 @@ def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOptio
                         null: NullOption = None, encoding: EncodingOption = "utf-8",
                         trim: TrimOption = True, sheet: SheetOption = None,
                         skip_invalid: SkipOption = False, rejects: RejectsOption = None,
-                        as_json: JsonOption = False, db: DbOption = DEFAULT_DB) -> None:
+                        as_json: JsonOption = False, timezone: TimezoneOption = None,
+                        db: DbOption = DEFAULT_DB) -> None:
     """Turn the sending platform's opt-out list into consent changes.
 
     Each row names a customer by external_id, email, phone or an unsubscribe
@@ -319,7 +329,7 @@ def import_unsubscribes(file: FileArgument, map: MapOption = None, set: SetOptio
     _run_import("unsubscribes", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=False, nulls=null, encoding=encoding,
                 trim=trim, sheet=sheet, skip_invalid=skip_invalid, rejects=rejects,
-                as_json=as_json)
+                as_json=as_json, timezone=timezone)
 
 
 @import_app.command("outcomes")
@@ -329,7 +339,7 @@ def import_outcomes(file: FileArgument, map: MapOption = None, set: SetOption = 
                     encoding: EncodingOption = "utf-8", trim: TrimOption = True,
                     sheet: SheetOption = None, skip_invalid: SkipOption = False,
                     rejects: RejectsOption = None, as_json: JsonOption = False,
-                    db: DbOption = DEFAULT_DB) -> None:
+                    timezone: TimezoneOption = None, db: DbOption = DEFAULT_DB) -> None:
     """Bring back what the sending platform reports about exported messages.
 
     Columns: draft_id (every export has it) or campaign + user (external id);
@@ -349,7 +359,7 @@ def import_outcomes(file: FileArgument, map: MapOption = None, set: SetOption = 
     _run_import("outcomes", file, db, maps=map, sets=set, date_formats=date_format,
                 delimiter=delimiter, decimal_comma=decimal_comma, nulls=null,
                 encoding=encoding, trim=trim, sheet=sheet, skip_invalid=skip_invalid,
-                rejects=rejects, as_json=as_json)
+                rejects=rejects, as_json=as_json, timezone=timezone)
 
 
 def run_demo(db_path: Path, seed: int, n_users: int, n_items: int, console: Console, *,

@@ -358,7 +358,8 @@ class _OptOuts(_Handler):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.parser = OptOutParser(self.db, self.reading.date_formats, ErasedIds(self.db))
+        self.parser = OptOutParser(self.db, self.reading.date_formats, ErasedIds(self.db),
+                                   zone=self.reading.timezone)
         self.done: set[tuple[int, str]] = set()
         self.name = Path(self.source).name
 
@@ -397,7 +398,8 @@ class _Outcomes(_Handler):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.parser = OutcomeParser(self.db, self.reading.date_formats,
-                                    self.reading.decimal_comma, ErasedIds(self.db))
+                                    self.reading.decimal_comma, ErasedIds(self.db),
+                                    zone=self.reading.timezone)
         self.name = Path(self.source).name
         self.now = now_iso()
 
@@ -616,7 +618,7 @@ def import_file(db: Database, kind: Kind, path: str | os.PathLike[str], *,
     tick = (lambda: progress(counter.done, counter.total)) if progress else None
     catalog.tune_for_bulk_load(db)
     return _run(db, kind, source, header, records, shaper, opts,
-                reading=Reading(opts.decimal_comma, formats),
+                reading=Reading(opts.decimal_comma, formats, opts.timezone),
                 preset=PresetRun(preset) if preset else None, skip_invalid=skip_invalid,
                 reject_path=rejects, progress=tick)
 
@@ -649,7 +651,8 @@ def import_rows(db: Database, kind: Kind, rows: Iterable[dict[str, Any]], *,
     tick = (lambda: progress(state["done"], total)) if progress else None
     shaper = Shaper(mapping_renames(opts.mapping), dict(opts.constants), opts.nulls, opts.trim)
     return _run(db, kind, source, None, records(), shaper, opts,
-                reading=Reading(opts.decimal_comma, opts.date_formats), preset=None,
+                reading=Reading(opts.decimal_comma, opts.date_formats, opts.timezone),
+                preset=None,
                 skip_invalid=skip_invalid,
                 reject_path=Path(reject_path) if reject_path is not None else None,
                 progress=tick)

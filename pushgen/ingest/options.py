@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from .values import (CONTROL_MULTI, CONTROL_SINGLE, MAX_VALUE_CHARS, RowError,
-                     check_date_format, check_text)
+                     check_date_format, check_text, check_timezone)
 
 # Target columns whose text may span lines (free text); every other value is one line.
 MULTILINE = frozenset({"description", "item.description"})
@@ -35,10 +35,13 @@ class ImportOptions:
     trim: bool = True                         # strip spaces around keys and text
     create_missing: bool = False              # events: create unknown customers and products
     sheet: str | None = None                  # xlsx: sheet name (default: the first)
+    timezone: str | None = None               # IANA zone of times without an offset (UTC)
 
     def __post_init__(self) -> None:
         try:
             self.date_formats = tuple(check_date_format(f) for f in self.date_formats)
+            if self.timezone is not None:
+                self.timezone = check_timezone(self.timezone)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         self.nulls = tuple(self.nulls)

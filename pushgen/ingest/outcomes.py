@@ -92,8 +92,9 @@ class OutcomeParser:
 
     def __init__(self, db: Database, date_formats: tuple[str, ...] = (),
                  decimal_comma: bool = False,
-                 erased: Callable[[str], bool] | None = None) -> None:
+                 erased: Callable[[str], bool] | None = None, zone: str | None = None) -> None:
         self.db, self.date_formats, self.decimal_comma = db, date_formats, decimal_comma
+        self.zone = zone
         self.erased = erased
         self._drafts: dict[int, dict[str, Any] | None] = {}
         self._pairs: dict[tuple[str, str], list[int]] = {}
@@ -172,7 +173,7 @@ class OutcomeParser:
         draft = self._target(rec)
         if draft["erased_at"] is not None:
             return ERASED
-        ts = parse_timestamp(rec.get("ts"), "ts", self.date_formats)
+        ts = parse_timestamp(rec.get("ts"), "ts", self.date_formats, self.zone)
         if event == "bounced":
             given = text(rec.get("bounce"))
             if given is not None:

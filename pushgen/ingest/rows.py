@@ -43,6 +43,7 @@ class Reading:
 
     decimal_comma: bool = False
     date_formats: tuple[str, ...] = ()
+    timezone: str | None = None       # of times without an offset (None: UTC)
 
 
 def user_row(rec: dict[str, Any], reading: Reading = Reading()) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def user_row(rec: dict[str, Any], reading: Reading = Reading()) -> dict[str, Any
         elif name in CONSENT_AT:
             if value is not None:
                 row.setdefault("_consent_at", {})[CONSENT_AT[name]] = parse_timestamp(
-                    value, name, reading.date_formats)
+                    value, name, reading.date_formats, reading.timezone)
         elif name == "attributes" and isinstance(value, dict):
             attributes.update({k: attribute(v) for k, v in value.items()})
         else:
@@ -212,7 +213,7 @@ def event_row(rec: dict[str, Any], reading: Reading, line: int) -> EventRow | Sk
     value = rec.get("value")
     if value is not None:
         value = number(value, "value", minimum=None, decimal_comma=reading.decimal_comma)
-    ts = parse_timestamp(rec.get("ts"), "ts", reading.date_formats)
+    ts = parse_timestamp(rec.get("ts"), "ts", reading.date_formats, reading.timezone)
     user_fields = item_fields = None
     for name in [n for n in rec if "." in n]:
         if name.startswith("user."):

@@ -44,10 +44,11 @@ class OptOutParser:
     """Row -> ([(user_id, channel), ...], at, reason). Indexes are built on first need."""
 
     def __init__(self, db: Database, date_formats: tuple[str, ...] = (),
-                 erased: Callable[[str], bool] | None = None) -> None:
+                 erased: Callable[[str], bool] | None = None,
+                 zone: str | None = None) -> None:
         self.db = db
         self.erased = erased
-        self.date_formats = date_formats
+        self.date_formats, self.zone = date_formats, zone
         self.now = now_iso()
         self._ids: dict[str, int] | None = None
         self._emails: dict[str, list[int]] | None = None
@@ -119,7 +120,7 @@ class OptOutParser:
             else:
                 raise RowError("channel", f"bad channel {wanted!r} (use email, sms, push or all)")
         at = self.now if rec.get("ts") is None else parse_timestamp(rec.get("ts"), "ts",
-                                                                    self.date_formats)
+                                                                    self.date_formats, self.zone)
         reason = text(rec.get("reason")) or "unsubscribed"
         return [(uid, ch) for uid in ids for ch in channels], at, reason
 

@@ -210,9 +210,28 @@ _ZERO = _dt.timedelta(0)
 _fromisoformat = _dt.datetime.fromisoformat
 
 
-def _utc(moment: _dt.datetime) -> str:
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> _dt.tzinfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def check_timezone(name: str) -> str:
+    """An IANA timezone name (``Europe/Berlin``), refused with a ValueError otherwise."""
+    try:
+        _zone(name)
+    except (ValueError, KeyError, OSError):     # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"unknown timezone {name!r} (an IANA name such as Europe/Berlin, "
+                         "Asia/Shanghai or America/New_York)") from None
+    return name
+
+
+def _utc(moment: _dt.datetime, zone: str | None = None) -> str:
     offset = moment.utcoffset()
     if offset is None:
+        if zone is not None:   # a time without an offset is the file's local time
+            return moment.replace(tzinfo=_zone(zone)).astimezone(_UTC).isoformat()
         return moment.isoformat() + "+00:00"  # a time without an offset is UTC
     if offset == _ZERO:
         return moment.replace(tzinfo=_UTC).isoformat()
@@ -247,31 +266,34 @@ def _hint(textual: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse_with_formats(textual: str, formats: tuple[str, ...]) -> str | None:
+def _parse_with_formats(textual: str, formats: tuple[str, ...], zone: str | None) -> str | None:
     """UTC ISO string, or None when no format reads ``textual``. Cached: strptime is slow
     and exports repeat the same day or minute many times."""
     for fmt in formats:
         if fmt == ISO:
             moment = _iso(textual)
             if moment is not None:
-                return _utc(moment)
+                return _utc(moment, zone)
             continue
         try:
-            return _utc(_dt.datetime.strptime(textual, fmt))
+            return _utc(_dt.datetime.strptime(textual, fmt), zone)
         except ValueError:
             continue
     return None
 
 
-def parse_timestamp(value: Any, name: str = "ts", formats: tuple[str, ...] = ()) -> str:
+def parse_timestamp(value: Any, name: str = "ts", formats: tuple[str, ...] = (),
+                    zone: str | None = None) -> str:
     """A date or datetime -> UTC ISO string (``2026-03-01T14:30:00+00:00``).
 
     Text is read with ``formats`` (strptime patterns tried in order; ``"iso"`` means ISO
     8601), or as ISO 8601 when none are given. A date means midnight; a time without an
-    offset is taken as UTC. Date and datetime objects (spreadsheet and Parquet cells) are
-    taken as they are.
+    offset is in ``zone`` (an IANA name: the shop's local time), else UTC; one with an
+    offset keeps it. Date and datetime objects (spreadsheet and Parquet cells) are read the
+    same way. A local time that falls in a daylight-saving gap or overlap is read as the
+    clock showed it before the change (``fold=0``).
     """
-    if type(value) is str and not formats:
+    if type(value) is str and not formats and zone is None:
         # The common case first: 2026-03-01T14:30:00 with Z, +00:00 or no offset, already
         # UTC; checked by fromisoformat, written out without building the string again.
         n = len(value)
@@ -284,19 +306,19 @@ def parse_timestamp(value: Any, name: str = "ts", formats: tuple[str, ...] = ())
             except ValueError:
                 pass
     if isinstance(value, _dt.datetime):
-        return _utc(value)
+        return _utc(value, zone)
     if isinstance(value, _dt.date):
-        return _utc(_dt.datetime(value.year, value.month, value.day))
+        return _utc(_dt.datetime(value.year, value.month, value.day), zone)
     textual = text(value)
     if textual is None:
         raise RowError(name, "required value is empty")
     if len(textual) > 64:
         raise RowError(name, f"bad date of {len(textual)} characters")
     if formats:
-        result = _parse_with_formats(textual, tuple(formats))
+        result = _parse_with_formats(textual, tuple(formats), zone)
     else:
         moment = _iso(textual)
-        result = None if moment is None else _utc(moment)
+        result = None if moment is None else _utc(moment, zone)
     if result is None:
         if formats:
             listed = " or ".join(f"'{f}'" for f in formats)
@@ -316,4 +338,4 @@ def check_date_format(fmt: str) -> str:
 
 __all__ = ["RowError", "MAX_VALUE_CHARS", "check_text", "text", "key", "required", "boolean",
            "number", "integer", "url", "tags", "attribute", "parse_timestamp",
-           "check_date_format", "ISO"]
+           "check_date_format", "check_timezone", "ISO"]
