@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import stat
 
@@ -102,3 +103,16 @@ def test_cli_verify(tmp_path, runner):
     bad = runner.invoke(app, ["unsubscribe", "verify", url[:-4] + "0000",
                               "--db", str(tmp_path / "shop.db")])
     assert bad.exit_code == 1 and "forged" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_verify_json(tmp_path, runner):
+    db = make_shop(tmp_path / "shop.db")
+    url = unsub_url(db, "news", USERS[0])
+    args = ["unsubscribe", "verify", "--json", "--db", str(tmp_path / "shop.db")]
+    ok = runner.invoke(app, args + [url])
+    data = json.loads(ok.stdout)
+    assert ok.exit_code == 0 and data["valid"] is True
+    assert (data["campaign"], data["external_id"]) == ("news", "u-ana")
+    bad = runner.invoke(app, args + [url[:-4] + "0000"])
+    verdict = json.loads(bad.stdout)
+    assert bad.exit_code == 1 and verdict["valid"] is False and "forged" in verdict["reason"]
