@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import glob
 import json
 import os
 import re
@@ -228,13 +229,14 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "campaign"
 
 
-def _target(out_dir: Path, campaign: str, channel: str, fmt: str, db_tag: str) -> Path:
-    """A new, unused name for this export: campaign, channel and UTC time to the second."""
+def _target(out_dir: Path, campaign: str, channel: str, fmt: str) -> Path:
+    """A new, unused name for this export: campaign, channel and UTC time to the second.
+    A name is taken while any database's export is being written under it."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = f"{_slug(campaign)}-{channel}-{stamp}"
     suffix = "" if fmt == "eml" else f".{fmt}"
     path, n = out_dir / f"{stem}{suffix}", 2
-    while path.exists() or _tmp_for(path, db_tag).exists():
+    while path.exists() or any(out_dir.glob(f".{glob.escape(path.name)}*{TMP_SUFFIX}")):
         path, n = out_dir / f"{stem}-{n}{suffix}", n + 1
     return path
 
@@ -766,7 +768,7 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
                 report.send_hours[plan.local_time.hour] += 1
             try:
                 out.mkdir(parents=True, exist_ok=True)
-                path = _target(out, campaign, channel, fmt, db_tag).absolute()
+                path = _target(out, campaign, channel, fmt).absolute()
             except OSError as exc:
                 raise PushgenError(f"cannot write the export into folder {out}: "
                                    f"{exc.strerror or exc}") from None

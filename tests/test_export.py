@@ -518,6 +518,14 @@ def test_stale_temporary_exports_are_cleaned_up_with_a_note(db, tmp_path):
     rep = ex.export_campaign(db, "news", "email", fmt="csv", out_dir=out)
     assert _files(out) == sorted([".keep-me.tmp", theirs, rep.path.name])
     assert any("removed 3 unfinished temporary export(s)" in n for n in rep.notes)
+    # a name another database is writing under is taken (its file would be renamed over)
+    for _ in range(3):                      # (the clock may turn a second in between)
+        stamp = ex._dt.datetime.now(ex._dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        (out / f".news-email-{stamp}.csv.0123456789ab.pushgen-tmp").write_text("busy")
+        name = ex._target(out, "news", "email", "csv").name
+        if stamp in name:
+            break
+    assert name == f"news-email-{stamp}-2.csv"
 
 
 def test_a_second_export_at_the_same_time_is_refused(db, db_path, tmp_path):
