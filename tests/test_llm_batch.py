@@ -233,6 +233,26 @@ def test_results_are_read_line_by_line_and_stored_in_chunks(shop: Path, runner,
     assert rows(shop, "SELECT count(*) FROM llm_cache")[0][0] == n
 
 
+@pytest.mark.parametrize("chunk", [1, 5000])
+def test_a_result_repeated_in_the_file_counts_once_wherever_the_chunks_fall(
+        shop: Path, runner, tmp_path: Path, monkeypatch, chunk: int) -> None:
+    from pushgen.generate import batch
+
+    monkeypatch.setattr(batch, "IMPORT_CHUNK", chunk)
+    requests_file, results = tmp_path / "out.jsonl", tmp_path / "results.jsonl"
+    common = ["--channel", "email", "--generator", "llm", "--model", "llama3"]
+    assert _run(runner, shop, *common, "--batch-file", str(requests_file))[0].exit_code == 0
+    n = _run_batch_file(requests_file, results)
+    good = results.read_bytes().splitlines()
+    results.write_bytes(b"\n".join(line for x in good for line in (x, x)) + b"\n")
+    res, out = _run(runner, shop, *common, "--import-batch-results", str(results))
+    assert res.exit_code == 0, res.output
+    assert f"Collected {n} answer(s), {n} already imported" in out
+    prompt, completion_ = rows(shop, "SELECT sum(tokens_prompt), sum(tokens_completion) "
+                                     "FROM llm_cache")[0]
+    assert f"LLM tokens prompt / completion │ {prompt:,} / {completion_:,}" in out
+
+
 def test_a_downloaded_output_file_is_spooled_to_disk(shop: Path, runner, monkeypatch) -> None:
     """Response bodies past SPOOL_IN_MEMORY wait in a temporary file: the whole round trip
     works with a 64-byte spool (every body, chat and file, goes through the disk)."""
@@ -275,3 +295,15 @@ def test_forgetting_a_customer_removes_their_per_user_batch_prompts(shop: Path, 
     assert stored() > 0                     # per-user prompts carry the first name
     forget_customer(open_store(shop), ext)
     assert stored() == 0
+
+
+def test_a_result_line_of_exactly_the_limit_is_read(monkeypatch) -> None:
+    from pushgen.errors import InputError
+    from pushgen.generate import batch
+
+    monkeypatch.setattr(batch, "MAX_LINE_BYTES", 100)
+    raw = json.dumps({"custom_id": "x" * 83}).encode()
+    assert len(raw) == 100
+    assert batch._result(1, raw + b"\n", "f", True, batch.Collected()) == {"custom_id": "x" * 83}
+    with pytest.raises(InputError, match="result line over 100 bytes"):
+        batch._result(1, raw[:-2] + b'x"}\n', "f", True, batch.Collected())

@@ -50,7 +50,7 @@ class Collected:
 
     answered: int = 0
     failed: int = 0
-    already: int = 0              # answers imported before (a file read again)
+    already: int = 0              # answers imported before, or repeated in the file
     unknown: int = 0              # result lines that are not requests of this campaign
     tokens_prompt: int = 0
     tokens_completion: int = 0
@@ -334,7 +334,7 @@ def _result(n: int, raw: bytes, origin: str, strict: bool, got: Collected
             ) -> dict[str, Any] | None:
     """Result line ``n`` as an object with a custom_id; None (counted as unknown) for a
     broken line, which ``strict`` refuses instead."""
-    if len(raw) > MAX_LINE_BYTES:
+    if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
         if strict:
             raise InputError(f"result line over {MAX_LINE_BYTES:,} bytes", file=origin, line=n)
         got.unknown += 1
@@ -382,15 +382,17 @@ def _import_parsed(db: Database, gen: LLMGenerator, campaign_id: int,
     got = Collected()
     known = store.lookup(db, campaign_id, [obj["custom_id"] for _, obj in parsed])
     answers, marks = [], []
+    seen: set[str] = set()        # a request repeated in the chunk counts once (the first)
     for n, obj in parsed:
         cid = obj["custom_id"]
         if cid not in known:
             got.unknown += 1
             continue
         row_id, block_key, phash, req, status = known[cid]
-        if status == "answered":
+        if status == "answered" or cid in seen:
             got.already += 1
             continue
+        seen.add(cid)
         resp = obj.get("response")
         body = resp.get("body") if isinstance(resp, dict) else None
         if not (isinstance(resp, dict) and resp.get("status_code") == 200
