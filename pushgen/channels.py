@@ -874,20 +874,23 @@ def _check_markup(message: Message) -> CheckResult:
 
 # What a spreadsheet reads as the start of a formula. A CSV export prefixes such a cell
 # with ' (OWASP's advice, ``export.csv_safe``), and a sending platform would then send that
-# apostrophe, so copy may not start with one.
+# apostrophe, so the reviewer is told. A warning, not an error: a customer's name or a
+# product title ('+J Collection Coat') may start a template's field, and JSONL and .eml
+# exports keep the text as it is.
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 
 def _check_formula_start(message: Message) -> CheckResult:
-    """No field starts like a spreadsheet formula ('-20% today', '@Lee', '=...')."""
-    problems = [f"{fld} starts with {value.lstrip()[0]!r}"
+    """Flags a field that starts like a spreadsheet formula ('-20% today', '@Lee')."""
+    problems = [f"{fld} starts with {value.lstrip(' ')[0]!r}"
                 for fld, value in message.fields.items()
-                if value and value.lstrip().startswith(FORMULA_STARTS)]
+                if value and value.lstrip(" ").startswith(FORMULA_STARTS)]
     if problems:
-        return _fail("message.formula_start", "; ".join(problems[:3]) + ": a CSV export "
-                     "would put an apostrophe before it (spreadsheet formula guard) and "
-                     "customers would see it; start with a word or a number")
-    return _ok("message.formula_start", "no field starts like a spreadsheet formula")
+        return _fail("message.formula_start", "; ".join(problems[:3]) + ": a CSV export puts "
+                     "an apostrophe before it (spreadsheet formula guard) and customers would "
+                     "see it; start with a word or a number, or export JSONL or .eml",
+                     "warning")
+    return _ok("message.formula_start", "no field starts like a spreadsheet formula", "warning")
 
 
 def check_message(message: Message, settings: CampaignSettings, *, locale: str = "en-US",

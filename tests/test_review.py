@@ -417,15 +417,18 @@ def test_edit_adding_a_header_to_the_subject_is_refused_approval(db, runner, db_
     assert draft_row(db, did)["status"] == "draft"
 
 
-def test_edit_starting_the_subject_like_a_formula_cannot_be_approved(db):
-    """'-20% ...' would reach customers as "'-20% ..." through a CSV export."""
+def test_edit_starting_the_subject_like_a_formula_is_flagged_for_the_reviewer(db, runner,
+                                                                             db_path):
+    """'-20% ...' would reach customers as "'-20% ..." through a CSV export: the edit says
+    so (a warning: the draft still passes and can be approved)."""
     did = draft_id(db, "news", 1)
+    r = runner.invoke(app, ["review", "edit", str(did), "--set", "subject=@ana: new picks for you",
+                            "--db", str(db_path)])
+    assert r.exit_code == 0 and "message.formula_start" in r.output
     row = draft_row(db, did)
-    rv.edit(db, did, {"subject": "-20% on your picks"}, actor="eve",
-            expected_version=row["version"])
-    assert draft_row(db, did)["passed"] == 0
-    with pytest.raises(PushgenError, match="message.formula_start"):
-        rv.approve(db, did, actor="eve")
+    assert row["passed"] == 1
+    assert [c["name"] for c in row["checks"] if not c["ok"] and c["name"].startswith("message")
+            ] == ["message.formula_start"]
 
 
 def test_edit_with_an_encoded_deep_link_passes(db):

@@ -190,6 +190,9 @@ def _print_edit(result: rv.EditResult) -> None:
     for c in d.blocking_checks:
         new = " (new)" if c in result.new_failures else ""
         console.print(f"  [red]✗ {c.name}{new}[/] {escape(c.message)}")
+    for c in result.new_failures:
+        if c not in d.blocking_checks:     # a new warning: worth reading, not blocking
+            console.print(f"  [yellow]! {c.name} (new)[/] {escape(c.message)}")
     if d.blocking_checks:
         console.print("  [red]It cannot be approved until every check passes.[/]")
     elif d.channel == "sms":
