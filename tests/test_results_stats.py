@@ -65,3 +65,8 @@ def test_a_family_of_differences_is_judged_on_benjamini_hochberg_p_values():
     assert "p = 0.04, 0.0533 adjusted for 4 comparisons: not significant" in line
     alone = adjust_family(diffs[:1])
     assert alone[0].p_adjusted is None and alone[0].significant
+    # a comparison without data (p = 1) tests nothing: not counted in the family
+    empty = Difference(0.0, -1.0, 1.0, 0.0, 1.0, False)
+    padded = adjust_family(diffs + [empty, empty])
+    assert [d.p_adjusted for d in padded[:4]] == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert padded[4].p_adjusted is None and padded[0].family == 4

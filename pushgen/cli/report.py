@@ -24,6 +24,13 @@ def _compact(rate) -> str:
     return f"{pct(rate.rate)} ({rate.low * 100:.1f}-{rate.high * 100:.1f})"
 
 
+def _p(diff) -> str:
+    """The p-value, and the adjusted one the verdict is judged on when there is one."""
+    if diff.p_adjusted is None:
+        return f"{diff.p_value:.3g}"
+    return f"{diff.p_value:.3g} ({diff.p_adjusted:.3g} adj.)"
+
+
 def _split_line(r: CampaignResults) -> str:
     parts = []
     for v, n in sorted(r.split.items()):
@@ -88,7 +95,7 @@ def print_results(r: CampaignResults, out: Console = console) -> None:
             t.add_row(escape(u.label), f"{u.treated.trials:,}", f"{u.treated.successes:,}",
                       _compact(u.treated),
                       f"{points(u.diff.diff)} [{points(u.diff.low)}, {points(u.diff.high)}]",
-                      f"{u.diff.p_value:.3g}")
+                      _p(u.diff))
         out.print(t)
         for u in r.uplift:
             mark = "[green]●[/]" if u.diff.significant else "○"

@@ -94,15 +94,19 @@ def mean_per(total: float, trials: int) -> float:
 def adjust_family(diffs: list[Difference], confidence: float = CONFIDENCE
                   ) -> list[Difference]:
     """``diffs`` made together, with Benjamini-Hochberg adjusted p-values and significance
-    judged on them (a family of one is returned as it is)."""
-    if len(diffs) < 2:
+    judged on them. A difference without data (p = 1: an empty group, or 0% against 0%)
+    tests nothing and is left out of the family; a family of one is returned as it is."""
+    tested = [i for i, d in enumerate(diffs) if d.p_value < 1.0]
+    if len(tested) < 2:
         return list(diffs)
     from scipy.stats import false_discovery_control
 
-    adjusted = false_discovery_control([d.p_value for d in diffs], method="bh")
-    return [dataclasses.replace(d, p_adjusted=float(q), family=len(diffs),
-                                significant=bool(q < 1 - confidence))
-            for d, q in zip(diffs, adjusted)]
+    adjusted = false_discovery_control([diffs[i].p_value for i in tested], method="bh")
+    out = list(diffs)
+    for i, q in zip(tested, adjusted):
+        out[i] = dataclasses.replace(diffs[i], p_adjusted=float(q), family=len(tested),
+                                     significant=bool(q < 1 - confidence))
+    return out
 
 
 def plain_verdict(diff: Difference, what: str = "difference") -> str:
