@@ -279,18 +279,20 @@ class GuardedTransport(httpx2.HTTPTransport):
             spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
             size = 0
             try:
-                for chunk in response.stream:
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ResponseTooLarge(
-                            f"the endpoint's answer is over {self.max_bytes:,} bytes; refused "
-                            "(raise max_response_bytes if your answers are really this long)")
-                    spool.write(chunk)
+                try:
+                    for chunk in response.stream:
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise ResponseTooLarge(
+                                f"the endpoint's answer is over {self.max_bytes:,} bytes; "
+                                "refused (raise max_response_bytes if your answers are "
+                                "really this long)")
+                        spool.write(chunk)
+                finally:
+                    response.stream.close()
             except BaseException:
                 spool.close()
                 raise
-            finally:
-                response.stream.close()
             return httpx2.Response(response.status_code, headers=response.headers,
                                    stream=_SpooledBody(spool), extensions=response.extensions)
         finally:
