@@ -107,7 +107,7 @@ def _segments(text: str, encoding: str, length: int) -> int:
     return _packed_parts(text, encoding, per_part)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmsInfo:
     """What the UI shows next to an SMS: encoding, length, parts and room left."""
 
@@ -130,6 +130,22 @@ def sms_capacity(encoding: str, segments: int) -> int:
 
 def sms_info(text: str) -> SmsInfo:
     """Encoding, length, segments and remaining room of ``text`` for a live counter."""
+    if len(text) <= _SMS_INFO_CACHED_CHARS:
+        return _sms_info_cached(text)
+    return _sms_info(text)
+
+
+# Drafting asks about the same text twice (the renderer fits it, the channel rule checks
+# it): the last answers are kept, for texts of up to ten segments.
+_SMS_INFO_CACHED_CHARS = 1600
+
+
+@lru_cache(maxsize=512)
+def _sms_info_cached(text: str) -> SmsInfo:
+    return _sms_info(text)
+
+
+def _sms_info(text: str) -> SmsInfo:
     encoding = sms_encoding(text)
     length = _units(text, encoding)
     segments = _segments(text, encoding, length)
@@ -820,18 +836,32 @@ def _unsubscribe_result(settings: CampaignSettings, html_body: str, text_body: s
     return _ok(name, f"unsubscribe link {found['text']} in HTML and text")
 
 
+# (channel, sender settings) -> the check: the same for every draft of a campaign.
+_SENDER_CHECKS: dict[tuple[Any, ...], CheckResult] = {}
+_SENDER_FIELDS = ("sender_name", "sender_email", "postal_address", "unsubscribe_url")
+
+
 def _check_demo_sender(settings: CampaignSettings, channel: str) -> CheckResult:
     """A warning on every draft whose campaign still uses the demo sender (no [sender] in
     its config): the export refuses such a campaign without --allow-demo-sender."""
+    key = (channel, *(getattr(settings, f) for f in _SENDER_FIELDS))
+    found = _SENDER_CHECKS.get(key)
+    if found is not None:
+        return found
     from .config import demo_sender_fields
 
     demo = demo_sender_fields(settings, channel)
     if demo:
         names = ", ".join(f.replace("_", " ") for f in demo)
-        return _fail("campaign.sender", f"the campaign uses pushgen's demo {names} (no "
-                     "[sender] in its config); export refuses it unless --allow-demo-sender",
-                     "warning")
-    return _ok("campaign.sender", "the campaign has its own sender", "warning")
+        found = _fail("campaign.sender", f"the campaign uses pushgen's demo {names} (no "
+                      "[sender] in its config); export refuses it unless --allow-demo-sender",
+                      "warning")
+    else:
+        found = _ok("campaign.sender", "the campaign has its own sender", "warning")
+    if len(_SENDER_CHECKS) > 256:
+        _SENDER_CHECKS.clear()
+    _SENDER_CHECKS[key] = found
+    return found
 
 
 def _check_control_chars(message: Message) -> CheckResult:

@@ -20,8 +20,8 @@ the caller's main script.
 
 from __future__ import annotations
 
-import functools
 import json
+import math
 import os
 import pickle
 import queue
@@ -32,6 +32,7 @@ import sys
 import threading
 import traceback
 from collections import deque
+from json.encoder import encode_basestring as _encode_str
 from pathlib import Path
 from typing import IO, Any, Sequence
 
@@ -59,7 +60,8 @@ PIPE_BYTES = 1 << 20
 # -- one batch ------------------------------------------------------------------------------------
 # The encoding of ``store.dumps`` (a test holds them equal): workers encode their rows
 # without importing the store (sqlite-utils and numpy would double a worker's memory).
-_encode = functools.partial(json.dumps, ensure_ascii=False, sort_keys=True)
+# One encoder, built once: json.dumps with these options builds a new one on every call.
+_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 # Encoded checks, reused: most drafts' checks say the same words ("no emoji"), and encoding
@@ -81,17 +83,53 @@ def _encode_checks(checks: Sequence[CheckResult]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+# An item's JSON in a draft: everything but its score and reason is the same in every
+# draft that recommends it, so that part is encoded once (per process, per item facts
+# object) and the two per-customer values are spliced in. Marks that catalog text cannot
+# fake: an encoding holding them more than once is not split.
+_ITEM_PARTS: dict[tuple[Any, ...], tuple[Any, tuple[str, str, str] | None]] = {}
+_REASON_MARK, _SCORE_MARK = "\ue000pushgen-reason\ue000", "\ue000pushgen-score\ue000"
+
+
+def _encode_item(item: Any) -> str:
+    """``_encode(item.to_dict())``, from cached parts where it can."""
+    key = (item.sku, item.title, item.price, item.currency, item.sale_price, item.category,
+           item.brand, item.description, item.url, item.image_url, id(item.attributes))
+    hit = _ITEM_PARTS.get(key)
+    if hit is None or hit[0] is not item.attributes:
+        d = item.to_dict()
+        d["reason"], d["score"] = _REASON_MARK, _SCORE_MARK
+        text = _encode(d)
+        r, sc = _encode(_REASON_MARK), _encode(_SCORE_MARK)
+        parts = None
+        if text.count(r) == 1 and text.count(sc) == 1 and text.index(r) < text.index(sc):
+            head, rest = text.split(r)
+            mid, tail = rest.split(sc)
+            parts = (head, mid, tail)
+        if len(_ITEM_PARTS) >= 4096:
+            _ITEM_PARTS.clear()
+        hit = _ITEM_PARTS[key] = (item.attributes, parts)
+    parts = hit[1]
+    reason, score = item.reason, item.score
+    if parts is None or type(reason) is not str or type(score) is not float \
+            or not math.isfinite(score):
+        return _encode(item.to_dict())
+    # what the encoder writes for a str and a finite float
+    return parts[0] + _encode_str(reason) + parts[1] + float.__repr__(score) + parts[2]
+
+
 def draft_row(campaign_id: int, ctx: MessageContext, message: Message,
               checks: list[CheckResult], *, encode: bool = False,
               **provenance: Any) -> dict[str, Any]:
     """The ``drafts`` row of one checked message (``store.drafts.write_drafts``);
     ``encode``: content, items and checks as their JSON text (smaller to keep and send)."""
     content: Any = message.fields
-    items: Any = [i.to_dict() for i in ctx.items]
     if encode:
-        content, items = _encode(content), _encode(items)
+        content = _encode(content)
+        items: Any = "[" + ", ".join(_encode_item(i) for i in ctx.items) + "]"
         results: Any = _encode_checks(checks)
     else:
+        items = [i.to_dict() for i in ctx.items]
         results = [c.to_dict() for c in checks]
     return {
         "campaign_id": campaign_id, "user_id": ctx.recipient.user_id,

@@ -428,6 +428,27 @@ def test_cached_check_encoding_is_the_stores_encoding() -> None:
     assert _encode_checks([]) == dumps([])
 
 
+def test_cached_item_encoding_is_the_stores_encoding() -> None:
+    """Items are encoded from cached catalog parts with the customer's score and reason
+    spliced in: the same text as encoding the whole dict, hostile catalog text included."""
+    from pushgen.drafting_pool import _REASON_MARK, _encode_item
+    from pushgen.messages import ItemFacts
+    from pushgen.store import dumps
+
+    attrs = {"title_zh": "绿茶 \"特级\"", "tags": ["a", "b"], "z": None}
+    base = ItemFacts("T-1", 'Tea "\\ green', 12.5, "USD", None, "tea", "Leaf",
+                     "line\nbreak", "https://shop.example/p/T-1", None, 0.0, "", attrs)
+    faked = ItemFacts("T-2", f'"{_REASON_MARK}"', 3.0, "USD", 2.0, None, None,
+                      f'x", "reason": "{_REASON_MARK}', None, None, 0.0, "", {})
+    for item in (base, faked):
+        for score, reason in ((0.1 + 0.2, "You bought \"X\" 何"), (-1e-300, ""), (3.0, "r")):
+            one = ItemFacts(item.sku, item.title, item.price, item.currency, item.sale_price,
+                            item.category, item.brand, item.description, item.url,
+                            item.image_url, score, reason, item.attributes)
+            for _ in range(2):     # the second time from the cache
+                assert _encode_item(one) == dumps(one.to_dict())
+
+
 def _capture_pools(monkeypatch: pytest.MonkeyPatch) -> list:
     """The worker pools the next runs start, in a list the test can reach into."""
     import pushgen.campaign as campaign
