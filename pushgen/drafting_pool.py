@@ -86,7 +86,8 @@ def _encode_checks(checks: Sequence[CheckResult]) -> str:
 # An item's JSON in a draft: everything but its score and reason is the same in every
 # draft that recommends it, so that part is encoded once (per process, per item facts
 # object) and the two per-customer values are spliced in. Marks that catalog text cannot
-# fake: an encoding holding them more than once is not split.
+# fake: an encoding holding them more than once is not split. At most 1,024 entries (a
+# chunk of 500 drafts recommends a few hundred items; each entry holds ~2 KB).
 _ITEM_PARTS: dict[tuple[Any, ...], tuple[Any, tuple[str, str, str] | None]] = {}
 _REASON_MARK, _SCORE_MARK = "\ue000pushgen-reason\ue000", "\ue000pushgen-score\ue000"
 
@@ -106,7 +107,7 @@ def _encode_item(item: Any) -> str:
             head, rest = text.split(r)
             mid, tail = rest.split(sc)
             parts = (head, mid, tail)
-        if len(_ITEM_PARTS) >= 4096:
+        if len(_ITEM_PARTS) >= 1024:
             _ITEM_PARTS.clear()
         hit = _ITEM_PARTS[key] = (item.attributes, parts)
     parts = hit[1]

@@ -193,6 +193,25 @@ FILTERS: dict[str, Callable[..., Any]] = {
 # --- loading ----------------------------------------------------------------------------------
 
 
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox with its attribute verdicts remembered: they depend only on the
+    object's type and the attribute's name (``jinja2.sandbox.is_internal_attribute``), and
+    asking costs a template draft about a tenth of its render."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verdicts: dict[tuple[type, str], bool] = {}
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        key = (type(obj), attr)
+        safe = self._verdicts.get(key)
+        if safe is None:
+            safe = super().is_safe_attribute(obj, attr, value)
+            if len(self._verdicts) < 4096:
+                self._verdicts[key] = safe
+        return safe
+
+
 class _Loader(BaseLoader):
     """User folders first (override by file name), then the bundled templates."""
 
@@ -285,7 +304,7 @@ class Renderer:
         self._cache: dict[tuple[str, str, str], _Compiled] = {}
 
     def _environment(self, *, autoescape: bool) -> SandboxedEnvironment:
-        env = SandboxedEnvironment(loader=self.loader, undefined=StrictUndefined,
+        env = _Sandbox(loader=self.loader, undefined=StrictUndefined,
                                    autoescape=autoescape, trim_blocks=True,
                                    lstrip_blocks=True, keep_trailing_newline=False,
                                    auto_reload=False, cache_size=-1, finalize=safe_output)
