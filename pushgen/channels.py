@@ -838,17 +838,17 @@ def _unsubscribe_result(settings: CampaignSettings, html_body: str, text_body: s
 
 # (channel, sender settings) -> the check: the same for every draft of a campaign.
 _SENDER_CHECKS: dict[tuple[Any, ...], CheckResult] = {}
-_SENDER_FIELDS = ("sender_name", "sender_email", "postal_address", "unsubscribe_url")
 
 
 def _check_demo_sender(settings: CampaignSettings, channel: str) -> CheckResult:
     """A warning on every draft whose campaign still uses the demo sender (no [sender] in
     its config): the export refuses such a campaign without --allow-demo-sender."""
-    key = (channel, *(getattr(settings, f) for f in _SENDER_FIELDS))
+    from .config import SENDER_FIELDS, demo_sender_fields
+
+    key = (channel, *(getattr(settings, f) for f in SENDER_FIELDS.get(channel, ())))
     found = _SENDER_CHECKS.get(key)
     if found is not None:
         return found
-    from .config import demo_sender_fields
 
     demo = demo_sender_fields(settings, channel)
     if demo:

@@ -415,7 +415,8 @@ def _check_sender(settings: CampaignSettings, src: str) -> None:
 # What a campaign without a [sender] section sends as: fine for the demo shop, never for a
 # real one (the address is invented and the unsubscribe link goes nowhere).
 DEMO_SENDER = CampaignSettings(name="demo")
-_DEMO_FIELDS: dict[str, tuple[str, ...]] = {
+# The sender settings a channel's messages carry (what demo_sender_fields compares).
+SENDER_FIELDS: dict[str, tuple[str, ...]] = {
     "email": ("sender_name", "sender_email", "postal_address", "unsubscribe_url"),
     "sms": ("sender_name",),
     "push": (),
@@ -426,7 +427,7 @@ def demo_sender_fields(settings: CampaignSettings, channel: str | None = None) -
     """The sender settings of ``settings`` that still hold the demo values and that the
     channel's messages carry ([] when the campaign has its own)."""
     channel = channel or settings.channel
-    return [f for f in _DEMO_FIELDS.get(channel, ())
+    return [f for f in SENDER_FIELDS.get(channel, ())
             if getattr(settings, f) == getattr(DEMO_SENDER, f)]
 
 

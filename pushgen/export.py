@@ -73,6 +73,7 @@ from .store import assignments as assignment_store
 from .store import now_iso
 from .store import reviews as store
 from .store import send_times as send_store
+from .store.ranking import database_tag
 
 FORMATS: dict[str, tuple[str, ...]] = {"email": ("csv", "jsonl", "eml"),
                                        "sms": ("csv", "jsonl"), "push": ("csv", "jsonl")}
@@ -239,13 +240,6 @@ def _target(out_dir: Path, campaign: str, channel: str, fmt: str) -> Path:
     while path.exists() or any(out_dir.glob(f".{glob.escape(path.name)}*{TMP_SUFFIX}")):
         path, n = out_dir / f"{stem}-{n}{suffix}", n + 1
     return path
-
-
-def _db_tag(db: Database) -> str:
-    """The database's identity as temporary export names carry it (as model folders do)."""
-    from .store.ranking import database_id
-
-    return database_id(db)[:12]
 
 
 def _tmp_for(path: Path, db_tag: str) -> Path:
@@ -730,7 +724,7 @@ def export_campaign(db: Database, campaign: str, channel: str, *, fmt: str,
     report = ExportReport(campaign=campaign, channel=channel, fmt=fmt)
     with _export_lock(db):
         report.notes += reconcile_exports(db, actor=who)
-        db_tag = _db_tag(db)
+        db_tag = database_tag(db)
         report.notes += _clean_stale_tmp(out, store.pending_tmp_paths(db), db_tag)
         with store.write_transaction(db):
             reopen: list[tuple[dict[str, Any], str]] = []

@@ -510,7 +510,7 @@ def test_stale_temporary_exports_are_cleaned_up_with_a_note(db, tmp_path):
     folder.mkdir()
     (folder / "1.eml").write_text("half")
     (out / ".keep-me.tmp").write_text("a user's file")
-    ours = ex._db_tag(db)
+    ours = ex.database_tag(db)
     (out / f".news-email-20260101T000002Z.csv.{ours}.pushgen-tmp").write_text("half")
     # another shop exporting into the same folder: its file may be its export running now
     theirs = ".news-email-20260101T000003Z.csv.0123456789ab.pushgen-tmp"

@@ -211,19 +211,17 @@ _fromisoformat = _dt.datetime.fromisoformat
 
 
 @functools.lru_cache(maxsize=64)
-def _zone(name: str) -> _dt.tzinfo:
-    from zoneinfo import ZoneInfo
+def _zone(name: str) -> _dt.tzinfo | None:
+    from ..sendtime import zone
 
-    return ZoneInfo(name)
+    return zone(name)
 
 
 def check_timezone(name: str) -> str:
     """An IANA timezone name (``Europe/Berlin``), refused with a ValueError otherwise."""
-    try:
-        _zone(name)
-    except (ValueError, KeyError, OSError):     # ZoneInfoNotFoundError is a KeyError
+    if _zone(name) is None:
         raise ValueError(f"unknown timezone {name!r} (an IANA name such as Europe/Berlin, "
-                         "Asia/Shanghai or America/New_York)") from None
+                         "Asia/Shanghai or America/New_York)")
     return name
 
 

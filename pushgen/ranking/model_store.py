@@ -68,7 +68,7 @@ def save_model(db: Database, served: ServedModel) -> ModelRecord:
     if any(getattr(model, a, None) is None for a in _MODEL_ARRAYS):
         raise PushgenError("the model was never fitted (epochs must be at least 1)")
     identity = store.database_id(db)
-    folder = db_folder(db) / MODELS_FOLDER / identity[:12]
+    folder = db_folder(db) / MODELS_FOLDER / store.database_tag(db)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -103,6 +103,12 @@ def database_id(db: Database) -> str:
     return str(db.execute("SELECT id FROM database_identity LIMIT 1").fetchone()[0])
 
 
+def database_tag(db: Database) -> str:
+    """The identity's short form that file and folder names carry (model folders,
+    temporary exports)."""
+    return database_id(db)[:12]
+
+
 def insert_model(db: Database, *, version: str, params: dict[str, Any],
                  metrics: dict[str, Any], validation: dict[str, Any], blend: dict[str, Any],
                  n_users: int, n_items: int,
