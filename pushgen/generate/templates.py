@@ -304,10 +304,9 @@ class Renderer:
         self._cache: dict[tuple[str, str, str], _Compiled] = {}
 
     def _environment(self, *, autoescape: bool) -> SandboxedEnvironment:
-        env = _Sandbox(loader=self.loader, undefined=StrictUndefined,
-                                   autoescape=autoescape, trim_blocks=True,
-                                   lstrip_blocks=True, keep_trailing_newline=False,
-                                   auto_reload=False, cache_size=-1, finalize=safe_output)
+        env = _Sandbox(loader=self.loader, undefined=StrictUndefined, autoescape=autoescape,
+                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
+                       auto_reload=False, cache_size=-1, finalize=safe_output)
         env.filters.update(FILTERS)
         return env
 

@@ -206,9 +206,7 @@ class Ranker:
         b = self._facts.get(j)
         if b is None:
             b = self._facts[j] = item_facts(self.catalog.items[j])
-        return ItemFacts(b.sku, b.title, b.price, b.currency, b.sale_price, b.category,
-                         b.brand, b.description, b.url, b.image_url, score, reason,
-                         b.attributes)
+        return b.scored(score, reason)
 
     def allowed(self, rules: RankRules) -> tuple[np.ndarray, list[int]]:
         """(mask of the catalog items ``rules`` allow, positions of its pinned items), cached
@@ -558,7 +556,5 @@ def recommendations_for(db: Database, campaign_id: int,
         if b is None:
             b = bases[row["item_id"]] = item_facts(row)
         reason = reasons.setdefault(row["reason"], row["reason"])
-        out.setdefault(row["user_id"], []).append(ItemFacts(
-            b.sku, b.title, b.price, b.currency, b.sale_price, b.category, b.brand,
-            b.description, b.url, b.image_url, float(row["score"]), reason, b.attributes))
+        out.setdefault(row["user_id"], []).append(b.scored(float(row["score"]), reason))
     return out
